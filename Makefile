@@ -1,0 +1,34 @@
+# cxrbench — every command a person or CI needs. `make install` then `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TWIN_DIR ?= .cache/twin
+
+.PHONY: install test smoke gallery perf-twin clean
+
+install:  ## create .venv with torch, the design-card stack, pyradiomics (reference) and cxrbench (editable)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	# torch first, as a range: on our capped CPU machines this resolves to the local 2.14.1 build.
+	$(PIP) install "torch>=2.4,<3" "torchvision>=0.19"
+	# pyradiomics 3.0.1 only builds from source, without build isolation, and needs these first.
+	$(PIP) install versioneer numpy wheel setuptools
+	$(PIP) install --no-build-isolation "pyradiomics==3.0.1"
+	$(PIP) install -e ".[dev]"
+
+test:  ## the whole CPU test suite
+	$(PY) -m pytest -n 2 -q
+
+smoke:  ## the main job on the embedded default: a small NIH twin and its summary
+	$(VENV)/bin/cxrbench twin nih --out $(TWIN_DIR)/nih --n 300 --seed 0 --size 256
+	$(VENV)/bin/cxrbench summary $(TWIN_DIR)/nih
+
+gallery:  ## results/twin_gallery.png: one twin image per finding with its box or mask
+	$(PY) -m benchmarks.gallery --out results/twin_gallery.png
+
+perf-twin:  ## images/s per core of the twin generator
+	$(PY) benchmarks/perf/twin.py
+
+clean:
+	rm -rf .cache build *.egg-info
