@@ -2,6 +2,7 @@
 
   twin DATASET --out DIR --n N --seed S [--size PX] [--difficulty D]   write a twin dataset
   summary DIR                                                          describe a twin dataset
+  cache DATASET --root R --size S [--workers W]                        build the image cache
 """
 
 from __future__ import annotations
@@ -28,6 +29,19 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from data_modules import DATAMODULES
+
+    dm = DATAMODULES[args.dataset](root=args.root, cache_size=args.size, cache_dir=args.cache_dir,
+                                   on_missing=args.on_missing, image_size=min(args.size, 224))
+    cache = dm.image_cache()
+    fresh = cache.is_valid()
+    cache.ensure(workers=args.workers)
+    state = "valid, reused" if fresh else "built"
+    print(f"cache {cache.data_path} ({len(cache.paths)} images at {args.size}²): {state}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from data_modules.twin import DEFAULT_SIZE, WRITERS
 
@@ -49,17 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="describe a twin dataset")
     s.add_argument("root")
     s.set_defaults(func=_summary)
+    c = sub.add_parser("cache", help="build (or validate) the uint8 memmap cache of a dataset at one size")
+    c.add_argument("dataset", choices=["nih", "chexpert", "covidx", "siim", "lungs"])
+    c.add_argument("--root", required=True)
+    c.add_argument("--size", type=int, default=256)
+    c.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    c.add_argument("--cache-dir", default=None, help="default: $CXRBENCH_CACHE/images or ~/.cache/cxrbench/images")
+    c.add_argument("--on-missing", choices=["error", "skip"], default="error")
+    c.set_defaults(func=_cache)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from data_modules.io import DataError
     from data_modules.twin.io import TwinError
     from data_modules.twin.sources import MissingSourceError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (TwinError, MissingSourceError, FileNotFoundError) as err:
+    except (TwinError, MissingSourceError, DataError, FileNotFoundError) as err:
         print(f"cxrbench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,296 @@
+"""The contract every dataset meets, the Dataset that reads it, and the shared LightningDataModule.
+
+A dataset is a ``DatasetIndex``: a metadata table (one row per image file: ``path``, ``patient_id``,
+…), a labels table beside it (float, NaN = unknown for this task), the rows this task may use
+(``eligible``), and optionally boxes (pixels of the image file) and mask sources. A subclass of
+``CXRDataModule`` only builds the index and its splits; reading, caching, label fractions,
+transforms and batching are here, identical for every dataset and every method.
+
+A batch is a dict: ``image`` float [B, 1, H, W] in [0, 1]; ``label`` float [B, C] (NaN = unknown) or
+long [B] for multi-class tasks; ``index`` (row of the index) and ``patient_id``; ``mask`` uint8
+[B, 1, H, W] where masks exist; ``boxes`` (list of float [k, 4] XYXY pixels of the transformed image; empty for images without boxes)
+and ``box_labels`` (list of long [k], class positions, -1 outside the label set) where boxes exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, default_collate
+from torchvision import tv_tensors
+
+from .cache import ImageCache, default_cache_root
+from .io import DataError, read_image
+from .rle import decode_union
+from .splits import label_fraction, stratum_keys
+from .transforms import build_transforms
+
+TASKS = ("multilabel", "binary", "multiclass", "segmentation")
+
+
+@dataclass
+class DatasetIndex:
+    name: str
+    root: Path
+    meta: pd.DataFrame  # RangeIndex; columns include path (absolute) and patient_id
+    labels: pd.DataFrame  # same index; float with NaN for unknown; columns = class names
+    task: str
+    eligible: np.ndarray | None = None  # rows this task/filter may use (default: any known label)
+    boxes: pd.DataFrame | None = None  # row, label, x0, y0, x1, y1 in pixels of the image file
+    masks: list | None = None  # per row: ("rle", (str, ...)) | ("files", (path, ...)) | None
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.eligible is None:
+            self.eligible = ~self.labels.isna().all(axis=1).to_numpy()
+        self.eligible = np.asarray(self.eligible, bool)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.labels.columns)
+
+    def rows_with_boxes(self) -> np.ndarray:
+        return np.array([], int) if self.boxes is None else np.unique(self.boxes["row"].to_numpy())
+
+
+def load_mask(source, out_hw: tuple[int, int]) -> np.ndarray:
+    """A mask source ("rle" strings in the 1024² SIIM frame, or mask files to union) at out_hw."""
+    kind, items = source
+    if kind == "rle":
+        m = decode_union(list(items), 1024, 1024)
+    elif kind == "files":
+        m = None
+        for p in items:
+            a = read_image(p) > 0
+            m = a if m is None else (m | a)
+        m = m.astype(np.uint8)
+    else:
+        raise ValueError(f"unknown mask source {kind!r}")
+    if m.shape != tuple(out_hw):
+        m = np.asarray(Image.fromarray(m).resize((out_hw[1], out_hw[0]), Image.NEAREST))
+    return m
+
+
+class CXRDataset(Dataset):
+    def __init__(self, index: DatasetIndex, rows: np.ndarray, transform, cache: ImageCache | None = None):
+        self.index, self.rows, self.transform, self.cache = index, np.asarray(rows, int), transform, cache
+        self._paths = index.meta["path"].tolist()
+        self._pids = index.meta["patient_id"].astype(str).tolist()
+        self._labels = index.labels.to_numpy(np.float32)
+        self._boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if index.boxes is not None:
+            cls = {c: i for i, c in enumerate(index.classes)}
+            for r, g in index.boxes.groupby("row"):
+                self._boxes[int(r)] = (g[["x0", "y0", "x1", "y1"]].to_numpy(np.float32),
+                                       np.array([cls.get(l, -1) for l in g["label"]], np.int64))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        r = int(self.rows[i])
+        if self.cache is not None:
+            img, (h0, w0) = self.cache[r]
+        else:
+            img = read_image(self._paths[r])
+            h0, w0 = img.shape
+        h, w = img.shape
+        sample = {"image": tv_tensors.Image(torch.from_numpy(img)[None])}
+        boxes = self._boxes.get(r)
+        if boxes is not None:
+            xyxy = boxes[0] * np.array([w / w0, h / h0, w / w0, h / h0], np.float32)
+            sample["boxes"] = tv_tensors.BoundingBoxes(torch.from_numpy(xyxy), format="XYXY", canvas_size=(h, w))
+        if self.index.masks is not None and self.index.masks[r] is not None:
+            sample["mask"] = tv_tensors.Mask(torch.from_numpy(np.array(load_mask(self.index.masks[r], (h, w))))[None])
+        elif self.index.task == "segmentation":
+            sample["mask"] = tv_tensors.Mask(torch.zeros(1, h, w, dtype=torch.uint8))
+        # An image alone goes through the transforms as a plain tensor: half the dispatch cost of a dict.
+        sample = self.transform(sample) if len(sample) > 1 else {"image": self.transform(sample["image"])}
+        label = self._labels[r]
+        out = {
+            "image": sample["image"].as_subclass(torch.Tensor),
+            "label": torch.tensor(int(np.nanargmax(label))) if self.index.task == "multiclass" else torch.tensor(label),
+            "index": r,
+            "patient_id": self._pids[r],
+        }
+        if "mask" in sample:
+            out["mask"] = sample["mask"].as_subclass(torch.Tensor)
+        if boxes is not None:
+            out["boxes"] = sample["boxes"].as_subclass(torch.Tensor)
+            out["box_labels"] = torch.from_numpy(boxes[1])
+        return out
+
+
+def collate(batch: list[dict]) -> dict:
+    """default_collate, except per-image box lists, which vary in length (empty for box-less images)."""
+    ragged = {}
+    if any("boxes" in b for b in batch):
+        ragged["boxes"] = [b.pop("boxes", torch.zeros(0, 4)) for b in batch]
+        ragged["box_labels"] = [b.pop("box_labels", torch.zeros(0, dtype=torch.long)) for b in batch]
+    out = default_collate(batch)
+    out.update(ragged)
+    return out
+
+
+class CXRDataModule(L.LightningDataModule):
+    """Shared base. Subclasses implement ``build_index`` and ``make_splits``.
+
+    Args:
+        root: dataset folder, in the release's layout (twin or real).
+        batch_size, num_workers: the loaders'.
+        transforms: a preset of ``data_modules.transforms`` (the paper's pipeline).
+        image_size, eval_size: input side for training / evaluation (default: the preset's).
+        split_seed: fixes the splits; independent of the training seed.
+        fraction, subset_seed: nested, stratified label fraction of the training split.
+        cache: read images from the uint8 memmap cache (built on first use).
+        cache_size: side of the cached images; must be ≥ image_size and eval_size.
+        cache_dir: where caches live (default $CXRBENCH_CACHE/images or ~/.cache/cxrbench/images).
+        on_missing: 'error' or 'skip' for listed images that are absent.
+    """
+
+    name = "dataset"
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        transforms: str = "plain",
+        image_size: int | None = None,
+        eval_size: int | None = None,
+        split_seed: int = 0,
+        fraction: float = 1.0,
+        subset_seed: int = 0,
+        cache: bool = True,
+        cache_size: int = 256,
+        cache_dir: str | None = None,
+        on_missing: str = "error",
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        if not (0 < fraction <= 1):
+            raise DataError(f"fraction must be in (0, 1], got {fraction}")
+        if on_missing not in ("error", "skip"):
+            raise DataError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+        self.root = Path(root)
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.preset, self.image_size, self.eval_size = transforms, image_size, eval_size
+        self.split_seed, self.fraction, self.subset_seed = split_seed, fraction, subset_seed
+        self.use_cache, self.cache_size, self.cache_dir = cache, cache_size, cache_dir
+        self.on_missing = on_missing
+        if cache:
+            from .transforms import DEFAULT_SIZE
+
+            need = max(image_size or DEFAULT_SIZE.get(transforms, 0), eval_size or 0)
+            if need > cache_size:
+                raise DataError(f"image_size/eval_size {need} exceeds cache_size {cache_size}: "
+                                f"set cache_size >= {need} or cache=False")
+        self.index: DatasetIndex | None = None
+        self.splits: dict[str, np.ndarray] = {}
+        self.datasets: dict[str, CXRDataset] = {}
+        self._cache: ImageCache | None = None
+
+    # ---- to implement -------------------------------------------------------------------
+    def build_index(self) -> DatasetIndex:
+        raise NotImplementedError
+
+    def make_splits(self, index: DatasetIndex) -> dict[str, np.ndarray]:
+        """Row positions per split ('train', 'val', 'test', and extras such as 'loc', 'shift')."""
+        raise NotImplementedError
+
+    # ---- shared ---------------------------------------------------------------------------
+    def _require_root(self, layout: str) -> None:
+        if not self.root.is_dir():
+            raise DataError(f"{self.name}: root {self.root} does not exist. Expected layout: {layout}")
+
+    def prepare_index(self) -> DatasetIndex:
+        if self.index is None:
+            self.index = self.build_index()
+        return self.index
+
+    @property
+    def classes(self) -> list[str]:
+        return self.prepare_index().classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def task(self) -> str:
+        return self.prepare_index().task
+
+    def image_cache(self) -> ImageCache:
+        """One cache per (dataset root, size), over every image of the index, whatever the task."""
+        if self._cache is None:
+            index = self.prepare_index()
+            root_tag = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:8]
+            base = Path(self.cache_dir) if self.cache_dir else default_cache_root()
+            prefix = base / f"{index.name}-{root_tag}-{self.cache_size}"
+            self._cache = ImageCache(prefix, index.meta["path"].tolist(), self.cache_size)
+        return self._cache
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        index = self.prepare_index()
+        splits = self.make_splits(index)
+        for name, rows in splits.items():
+            if name in ("train", "val", "test") and len(rows) == 0:
+                raise DataError(f"{self.name}: split '{name}' is empty after filtering "
+                                f"({int(index.eligible.sum())} eligible rows of {len(index.meta)}); "
+                                "check the task, filters and protocol options")
+        keys = stratum_keys(index.labels)
+        splits["train"] = label_fraction(splits["train"], keys, self.fraction, self.subset_seed)
+        self.splits = splits
+        cache = self.image_cache().ensure(workers=max(1, self.num_workers) if self.num_workers else None) if self.use_cache else None
+        for name, rows in splits.items():
+            t = build_transforms(self.preset, name == "train", self.image_size, self.eval_size)
+            self.datasets[name] = CXRDataset(index, rows, t, cache)
+
+    def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        if split not in self.datasets:
+            raise DataError(f"{self.name}: no split {split!r}; this protocol has {sorted(self.datasets)}")
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=(split == "train") if shuffle is None else shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self):
+        return self.dataloader("train")
+
+    def val_dataloader(self):
+        return self.dataloader("val")
+
+    def test_dataloader(self):
+        return self.dataloader("test")
+
+    def predict_dataloader(self):
+        return self.dataloader("test")
+
+    def summary(self) -> str:
+        if not self.splits:
+            self.setup()
+        index = self.index
+        lines = [f"{self.name} at {self.root}: {len(index.meta)} images, task {index.task}, classes {index.classes}"]
+        for name, rows in self.splits.items():
+            lab = index.labels.iloc[rows]
+            pos = ", ".join(f"{c}={int((lab[c] == 1).sum())}" for c in index.classes)
+            lines.append(f"  {name}: {len(rows)} images, {index.meta['patient_id'].iloc[rows].nunique()} patients; {pos}")
+        return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""CheXpert (Irvin et al. 2019) as released: CheXpert-v1.0(-small)/train.csv and valid.csv; ``Path`` is
+relative to the folder above CheXpert-v1.0-small.
+
+Label values are 1 (positive), 0 (negative), -1 (uncertain) and blank (not mentioned = negative, as
+the CheXpert authors treat it). ``uncertainty``: ``ones`` (U-Ones: -1 -> 1), ``zeros`` (-1 -> 0),
+``ignore`` (-1 -> NaN: unknown, excluded from the loss and metrics).
+
+Tasks:
+- ``findings``: the 14 observations, multi-label.
+- ``abnormal`` (STN §III-A): abnormal = any observation other than Support Devices positive after
+  the policy; normal = "No Finding" and nothing else positive (support devices ignored). A row that
+  is neither (nothing mentioned, or only ignored uncertainties) is ineligible.
+
+Protocols: ``cv`` (STN: 5-fold patient-grouped, stratified CV over train.csv; fold k tests on fold k,
+validates on fold k+1, trains on the other three) and ``official`` (train.csv with ``val_share`` of
+its patients as val; valid.csv as test).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .base import CXRDataModule, DatasetIndex
+from .io import DataError, check_images, read_table
+from .splits import grouped_folds, split_patients, stratum_keys
+
+OBSERVATIONS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
+                "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+                "Pleural Other", "Fracture", "Support Devices"]
+POLICIES = ("ones", "zeros", "ignore")
+VIEWS = ("any", "PA", "AP")
+LAYOUT = "CheXpert-v1.0-small/train.csv, CheXpert-v1.0-small/valid.csv and the images at each row's Path"
+
+
+def find_folder(root: Path) -> tuple[Path, Path]:
+    """(folder holding train.csv, folder that Path entries are relative to)."""
+    for name in ("CheXpert-v1.0-small", "CheXpert-v1.0"):
+        if (root / name / "train.csv").is_file():
+            return root / name, root
+    if (root / "train.csv").is_file():
+        return root, root.parent
+    raise DataError(f"chexpert: no CheXpert-v1.0-small/train.csv (or CheXpert-v1.0/) under {root}. Expected layout: {LAYOUT}")
+
+
+def apply_policy(raw: pd.DataFrame, policy: str) -> pd.DataFrame:
+    if policy not in POLICIES:
+        raise DataError(f"chexpert: uncertainty must be one of {POLICIES}, got {policy!r}")
+    vals = raw[OBSERVATIONS].astype(float).fillna(0.0)
+    return vals.replace(-1.0, {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[policy])
+
+
+def abnormal_labels(findings: pd.DataFrame) -> pd.Series:
+    """STN task: 1 abnormal, 0 normal, NaN neither."""
+    disease = findings.drop(columns=["No Finding", "Support Devices"])
+    any_pos = (disease == 1).any(axis=1)
+    normal = (findings["No Finding"] == 1) & ~any_pos
+    out = pd.Series(np.nan, index=findings.index, dtype=np.float32)
+    out[any_pos] = 1.0
+    out[normal] = 0.0
+    return out
+
+
+def index_from_table(root: Path, base: Path, table: pd.DataFrame, task: str, policy: str,
+                     frontal_only: bool, view: str) -> DatasetIndex:
+    findings = apply_policy(table, policy)
+    if task == "findings":
+        labels = findings.astype(np.float32).reset_index(drop=True)
+    elif task == "abnormal":
+        labels = pd.DataFrame({"Abnormal": abnormal_labels(findings).to_numpy()})
+    else:
+        raise DataError(f"chexpert: task must be 'findings' or 'abnormal', got {task!r}")
+    eligible = ~labels.isna().all(axis=1).to_numpy()
+    if frontal_only:
+        eligible &= (table["Frontal/Lateral"] == "Frontal").to_numpy()
+    if view not in VIEWS:
+        raise DataError(f"chexpert: view must be one of {VIEWS}, got {view!r}")
+    if view != "any":
+        eligible &= (table["AP/PA"] == view).to_numpy()
+    meta = pd.DataFrame({
+        "path": [str(base / p) for p in table["Path"]],
+        "rel_path": table["Path"].to_numpy(),
+        "patient_id": table["Path"].str.split("/").str[2].to_numpy(),
+        "split_file": table["_file"].to_numpy() if "_file" in table else "train",
+        "Frontal/Lateral": table["Frontal/Lateral"].to_numpy(),
+        "AP/PA": table["AP/PA"].to_numpy(),
+    })
+    return DatasetIndex("chexpert", root, meta, labels, "multilabel" if task == "findings" else "binary", eligible=eligible)
+
+
+class CheXpert(CXRDataModule):
+    name = "chexpert"
+
+    def __init__(self, root: str, task: str = "abnormal", uncertainty: str = "ones", frontal_only: bool = True,
+                 view: str = "PA", protocol: str = "cv", fold: int = 0, n_folds: int = 5,
+                 val_share: float = 0.1, **kwargs):
+        super().__init__(root, **kwargs)
+        if protocol not in ("cv", "official"):
+            raise DataError(f"chexpert: protocol must be 'cv' or 'official', got {protocol!r}")
+        if not (0 <= fold < n_folds):
+            raise DataError(f"chexpert: fold must be in [0, {n_folds}), got {fold}")
+        if uncertainty not in POLICIES:
+            raise DataError(f"chexpert: uncertainty must be one of {POLICIES}, got {uncertainty!r}")
+        self.task_name, self.policy, self.frontal_only, self.view = task, uncertainty, frontal_only, view
+        self.protocol, self.fold, self.n_folds, self.val_share = protocol, fold, n_folds, val_share
+
+    def build_index(self) -> DatasetIndex:
+        self._require_root(LAYOUT)
+        folder, base = find_folder(self.root)
+        required = ["Path", "Frontal/Lateral", "AP/PA", *OBSERVATIONS]
+        tables = []
+        for split in ("train", "valid"):
+            f = folder / f"{split}.csv"
+            if split == "valid" and not f.is_file() and self.protocol == "cv":
+                continue
+            t = read_table(f, required, LAYOUT)
+            t["_file"] = split
+            tables.append(t)
+        table = pd.concat(tables, ignore_index=True)
+        present = check_images([str(base / p) for p in table["Path"]], self.on_missing, "chexpert")
+        table = table[present].reset_index(drop=True)
+        return index_from_table(self.root, base, table, self.task_name, self.policy, self.frontal_only, self.view)
+
+    def make_splits(self, index: DatasetIndex) -> dict[str, np.ndarray]:
+        return chexpert_splits(index, self.protocol, self.fold, self.n_folds, self.split_seed, self.val_share)
+
+
+def chexpert_splits(index: DatasetIndex, protocol: str, fold: int, n_folds: int, seed: int,
+                    val_share: float) -> dict[str, np.ndarray]:
+    meta, ok = index.meta, index.eligible
+    keys = stratum_keys(index.labels)
+    train_file = (meta["split_file"] == "train").to_numpy()
+    pool = np.flatnonzero(ok & train_file)
+    if protocol == "cv":
+        folds = grouped_folds(meta["patient_id"].iloc[pool], keys.iloc[pool], n_folds, seed)
+        val_fold = (fold + 1) % n_folds
+        return {"train": pool[(folds != fold) & (folds != val_fold)], "val": pool[folds == val_fold],
+                "test": pool[folds == fold]}
+    parts = split_patients(meta["patient_id"].iloc[pool], {"train": 1 - val_share, "val": val_share}, seed,
+                           strata=keys.iloc[pool])
+    out = {k: pool[v] for k, v in parts.items()}
+    out["test"] = np.flatnonzero(ok & ~train_file)
+    return out

@@ -1,0 +1,114 @@
+"""COVIDx CXR (Wang et al.) as released: train.txt, val.txt (newer releases), test.txt with lines
+``patient_id filename label source`` and images in train/, val/, test/.
+
+Both label vocabularies are read: ``normal / pneumonia / COVID-19`` (CXR-2/3) and
+``positive / negative`` (CXR-4, COVID-19 vs rest). Tasks (SS-CXR Tables 1–4):
+``3class``; ``covid_vs_rest``; ``pathology_vs_healthy`` (pneumonia or COVID-19 vs normal);
+``pneumonia_vs_covid`` (normals ineligible). ``held_out_sources`` are removed from train/val/test and
+returned as the ``shift`` split: the distribution-shift test set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .base import CXRDataModule, DatasetIndex
+from .io import DataError, check_images, require_file
+from .splits import split_patients, stratum_keys
+
+TASKS = {
+    "3class": ["normal", "pneumonia", "COVID-19"],
+    "covid_vs_rest": ["COVID-19"],
+    "pathology_vs_healthy": ["pathology"],
+    "pneumonia_vs_covid": ["COVID-19"],
+}
+LAYOUT = "train.txt, test.txt (and val.txt) with lines 'patient_id filename label source'; images in train/, val/, test/"
+VOCAB_3 = {"normal", "pneumonia", "COVID-19"}
+VOCAB_2 = {"positive", "negative"}
+
+
+def read_list(path) -> pd.DataFrame:
+    rows = []
+    for k, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 4:
+            raise DataError(f"{path}:{k}: expected 'patient_id filename label source', got {line!r}")
+        rows.append(parts[:4])
+    return pd.DataFrame(rows, columns=["patient_id", "filename", "label", "source"])
+
+
+def labels_for_task(raw: pd.Series, task: str) -> pd.DataFrame:
+    vocab = set(raw)
+    if task not in TASKS:
+        raise DataError(f"covidx: task must be one of {list(TASKS)}, got {task!r}")
+    if vocab <= VOCAB_2:
+        if task != "covid_vs_rest":
+            raise DataError(f"covidx: this release uses the positive/negative vocabulary; only task "
+                            f"'covid_vs_rest' is defined on it, not {task!r}")
+        return pd.DataFrame({"COVID-19": (raw == "positive").astype(np.float32).to_numpy()})
+    if not vocab <= VOCAB_3:
+        raise DataError(f"covidx: unknown labels {sorted(vocab - VOCAB_3 - VOCAB_2)}; expected "
+                        f"{sorted(VOCAB_3)} or {sorted(VOCAB_2)}")
+    if task == "3class":
+        return pd.DataFrame({c: (raw == c).astype(np.float32).to_numpy() for c in TASKS["3class"]})
+    if task == "covid_vs_rest":
+        return pd.DataFrame({"COVID-19": (raw == "COVID-19").astype(np.float32).to_numpy()})
+    if task == "pathology_vs_healthy":
+        return pd.DataFrame({"pathology": (raw != "normal").astype(np.float32).to_numpy()})
+    out = np.array(raw == "COVID-19", dtype=np.float32)
+    out[(raw == "normal").to_numpy()] = np.nan
+    return pd.DataFrame({"COVID-19": out})
+
+
+class COVIDx(CXRDataModule):
+    name = "covidx"
+
+    def __init__(self, root: str, task: str = "3class", held_out_sources: list[str] | None = None,
+                 val_share: float = 0.1, **kwargs):
+        super().__init__(root, **kwargs)
+        if task not in TASKS:
+            raise DataError(f"covidx: task must be one of {list(TASKS)}, got {task!r}")
+        self.task_name, self.held_out, self.val_share = task, list(held_out_sources or []), val_share
+
+    def build_index(self) -> DatasetIndex:
+        self._require_root(LAYOUT)
+        tables = []
+        for split in ("train", "val", "test"):
+            f = self.root / f"{split}.txt"
+            if split == "val" and not f.is_file():
+                continue
+            t = read_list(require_file(f, "covidx list", LAYOUT))
+            t["split_file"] = split
+            t["path"] = [str(self.root / split / n) for n in t["filename"]]
+            tables.append(t)
+        table = pd.concat(tables, ignore_index=True)
+        present = check_images(table["path"].tolist(), self.on_missing, "covidx")
+        table = table[present].reset_index(drop=True)
+        labels = labels_for_task(table["label"], self.task_name)
+        unknown = sorted(set(self.held_out) - set(table["source"]))
+        if unknown:
+            raise DataError(f"covidx: held_out_sources {unknown} not in this release; sources are "
+                            f"{sorted(set(table['source']))}")
+        task = "multiclass" if self.task_name == "3class" else "binary"
+        return DatasetIndex("covidx", self.root, table, labels, task)
+
+    def make_splits(self, index: DatasetIndex) -> dict[str, np.ndarray]:
+        meta, ok = index.meta, index.eligible
+        shifted = meta["source"].isin(self.held_out).to_numpy()
+        usable = ok & ~shifted
+        in_file = {s: (meta["split_file"] == s).to_numpy() for s in ("train", "val", "test")}
+        out = {"test": np.flatnonzero(usable & in_file["test"])}
+        if in_file["val"].any():
+            out["train"] = np.flatnonzero(usable & in_file["train"])
+            out["val"] = np.flatnonzero(usable & in_file["val"])
+        else:
+            pool = np.flatnonzero(usable & in_file["train"])
+            parts = split_patients(meta["patient_id"].iloc[pool], {"train": 1 - self.val_share, "val": self.val_share},
+                                   self.split_seed, strata=stratum_keys(index.labels).iloc[pool])
+            out.update({k: pool[v] for k, v in parts.items()})
+        if self.held_out:
+            out["shift"] = np.flatnonzero(ok & shifted)
+        return out

@@ -1,0 +1,64 @@
+"""SIIM-ACR Pneumothorax as released: train-rle.csv (``ImageId``, `` EncodedPixels`` — with its
+leading space) and DICOMs under dicom-images-train/**/<ImageId>.dcm, or a PNG export (**/<ImageId>.png).
+
+Masks are the union of an image's rows (Kaggle relative, column-major RLE in a 1024² frame; ``-1`` =
+no pneumothorax), resized to the image. Splits: ``val_share`` / ``test_share`` of images, stratified
+on positive vs negative (the CSV carries no patient id; each ImageId is its own group).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .base import CXRDataModule, DatasetIndex
+from .io import DataError, check_images, read_table
+from .splits import split_patients, stratum_keys
+
+LAYOUT = "train-rle.csv (ImageId, EncodedPixels) and dicom-images-train/<study>/<series>/<ImageId>.dcm (or **/<ImageId>.png)"
+
+
+def read_rle_table(path) -> pd.DataFrame:
+    df = read_table(path, [], LAYOUT)
+    df.columns = [c.strip() for c in df.columns]
+    missing = [c for c in ("ImageId", "EncodedPixels") if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; expected 'ImageId' and ' EncodedPixels'")
+    df["EncodedPixels"] = df["EncodedPixels"].astype(str).str.strip()
+    return df
+
+
+def group_masks(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per image: its RLE strings (positives only) and label."""
+    grouped = df.groupby("ImageId", sort=False)["EncodedPixels"].agg(lambda s: tuple(r for r in s if r != "-1"))
+    return pd.DataFrame({"ImageId": grouped.index, "rles": grouped.to_numpy(),
+                         "positive": grouped.map(len).gt(0).astype(np.float32).to_numpy()})
+
+
+class SIIM(CXRDataModule):
+    name = "siim"
+
+    def __init__(self, root: str, val_share: float = 0.1, test_share: float = 0.1, **kwargs):
+        kwargs.setdefault("transforms", "seg")
+        super().__init__(root, **kwargs)
+        self.val_share, self.test_share = val_share, test_share
+
+    def build_index(self) -> DatasetIndex:
+        self._require_root(LAYOUT)
+        images = group_masks(read_rle_table(self.root / "train-rle.csv"))
+        found = {p.stem: str(p) for pat in ("dicom-images-train/**/*.dcm", "**/*.png") for p in self.root.glob(pat)}
+        paths = [found.get(i, str(self.root / "dicom-images-train" / f"{i}.dcm")) for i in images["ImageId"]]
+        present = check_images(paths, self.on_missing, "siim")
+        images = images[present].reset_index(drop=True)
+        meta = pd.DataFrame({"path": [p for p, ok in zip(paths, present) if ok],
+                             "patient_id": images["ImageId"].to_numpy(), "image": images["ImageId"].to_numpy()})
+        labels = pd.DataFrame({"Pneumothorax": images["positive"].to_numpy()})
+        masks = [("rle", r) if r else None for r in images["rles"]]
+        return DatasetIndex("siim", self.root, meta, labels, "segmentation", masks=masks)
+
+    def make_splits(self, index: DatasetIndex) -> dict[str, np.ndarray]:
+        rows = np.flatnonzero(index.eligible)
+        shares = {"train": 1 - self.val_share - self.test_share, "val": self.val_share, "test": self.test_share}
+        parts = split_patients(index.meta["patient_id"].iloc[rows], shares, self.split_seed,
+                               strata=stratum_keys(index.labels).iloc[rows])
+        return {k: rows[v] for k, v in parts.items()}

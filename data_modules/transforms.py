@@ -1,0 +1,56 @@
+"""Every paper's input pipeline, in one place (torchvision v2: images, boxes and masks move together).
+
+Images enter as uint8 tv_tensors.Image [1, H, W] and leave as float32 in [0, 1]; boxes
+(tv_tensors.BoundingBoxes, XYXY pixels) and masks (tv_tensors.Mask) receive the same geometry.
+
+| preset      | paper (section)                  | train                                         | eval                     |
+|-------------|----------------------------------|-----------------------------------------------|--------------------------|
+| rgt         | RGT §IV-B                        | resize 256, random crop 224, horizontal flip  | resize 256, centre 224   |
+| amm         | Cardio-XAttentionNet, Data aug.  | resize 224, shifts/rotation/shear/zoom, flip, brightness | resize eval_size (full size) |
+| stn         | STN §III-A                       | resize 512, affine: rotation 5°, shear 3°     | resize 512               |
+| gmml        | SS-CXR §3                        | resize 256, horizontal flip                   | resize 256               |
+| camcontrast | CAMContrast §4.1                 | resize (448 stage 1 / 224 downstream), flip   | resize                   |
+| seg         | lung / SIIM segmentation         | resize, horizontal flip                       | resize                   |
+| plain       | tests and smoke runs             | resize                                        | resize                   |
+
+``size`` overrides the preset's input side (smoke runs use small images); ``eval_size`` the eval side.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+PRESETS = ("rgt", "amm", "stn", "gmml", "camcontrast", "seg", "plain")
+DEFAULT_SIZE = {"rgt": 224, "amm": 224, "stn": 512, "gmml": 256, "camcontrast": 224, "seg": 224, "plain": 224}
+
+
+def build_transforms(preset: str, train: bool, size: int | None = None, eval_size: int | None = None) -> v2.Compose:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown transforms preset {preset!r}; choose one of {PRESETS}")
+    size = int(size or DEFAULT_SIZE[preset])
+    eval_size = int(eval_size or size)
+    # Boxes pushed past the border by crops are clamped, never dropped, so box labels stay aligned.
+    tail = [v2.ClampBoundingBoxes(), v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)]
+    if preset == "rgt":
+        pre = round(size * 256 / 224)
+        ops = ([v2.Resize((pre, pre), antialias=True), v2.RandomCrop(size), v2.RandomHorizontalFlip()]
+               if train else [v2.Resize((pre, pre), antialias=True), v2.CenterCrop(size)])
+    elif preset == "amm":
+        ops = ([v2.Resize((size, size), antialias=True), v2.RandomHorizontalFlip(),
+                v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5),
+                v2.ColorJitter(brightness=0.2)]
+               if train else [v2.Resize((eval_size, eval_size), antialias=True)])
+    elif preset == "stn":
+        ops = [v2.Resize((size, size), antialias=True)]
+        if train:
+            ops.append(v2.RandomAffine(degrees=5, shear=3))
+    elif preset in ("gmml", "camcontrast", "seg"):
+        side = size if train else eval_size
+        ops = [v2.Resize((side, side), antialias=True)] + ([v2.RandomHorizontalFlip()] if train else [])
+    else:
+        side = size if train else eval_size
+        ops = [v2.Resize((side, side), antialias=True)]
+    return v2.Compose([*ops, *tail])
+

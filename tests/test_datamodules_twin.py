@@ -1,0 +1,224 @@
+"""Every DataModule on twin data: batch contract, box/mask alignment, cache, and bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from data_modules import COVIDx, DataError, Lungs, NIH, SIIM, CheXpert
+
+KW = dict(batch_size=4, image_size=64, cache_size=96)
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    return str(tmp_path / "cache")
+
+
+def _batch(dm, split="train"):
+    return next(iter(dm.dataloader(split, shuffle=False)))
+
+
+@pytest.mark.parametrize("protocol", ["official", "rgt", "amm"])
+def test_nih_batches(twin_factory, cache_dir, protocol):
+    root = twin_factory("nih", n=90, size=128)
+    label_set = "cardiomegaly" if protocol == "amm" else "nih8"
+    dm = NIH(root, protocol=protocol, label_set=label_set, cache_dir=cache_dir, **KW)
+    dm.setup()
+    b = _batch(dm)
+    assert b["image"].shape == (4, 1, 64, 64) and b["image"].dtype == torch.float32
+    assert 0 <= b["image"].min() and b["image"].max() <= 1
+    assert b["label"].shape == (4, dm.num_classes) and b["label"].dtype == torch.float32
+    assert len(b["patient_id"]) == 4 and b["index"].dtype == torch.int64
+    if protocol == "rgt":
+        loc = _batch(dm, "loc")
+        assert all(bx.shape[1] == 4 and len(bx) >= 1 for bx in loc["boxes"])
+        assert all((bl >= 0).all() for bl in loc["box_labels"])  # nih8 covers every box label
+
+
+def test_nih_boxes_line_up_after_resize_crop_and_cache(tmp_path, cache_dir):
+    """Bright squares drawn at the boxes stay under the boxes through cache + RGT eval transforms."""
+    root = tmp_path / "nih"
+    (root / "images_001/images").mkdir(parents=True)
+    names = [f"0000000{i}_000.png" for i in range(1, 5)]
+    rows, boxes = [], []
+    rng = np.random.default_rng(0)
+    for i, n in enumerate(names):
+        img = np.zeros((300, 300), np.uint8)
+        x, y, w, h = (int(v) for v in (*rng.integers(40, 180, 2), *rng.integers(40, 90, 2)))
+        img[y:y + h, x:x + w] = 255
+        Image.fromarray(img).save(root / "images_001/images" / n)
+        rows.append(f"{n},Mass,0,{i + 1},50,M,PA,300,300,0.1,0.1")
+        boxes.append(f"{n},Mass,{x},{y},{w},{h},,,")
+    (root / "Data_Entry_2017.csv").write_text(
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+        "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n" + "\n".join(rows) + "\n")
+    (root / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n" + "\n".join(boxes) + "\n")
+    (root / "train_val_list.txt").write_text("\n".join(names[:2]) + "\n")
+    (root / "test_list.txt").write_text("\n".join(names[2:]) + "\n")
+    for cache in (True, False):
+        dm = NIH(root, protocol="official", label_set="nih8", transforms="rgt", image_size=112, val_share=0.5,
+                 cache=cache, cache_size=128, cache_dir=cache_dir, batch_size=4)
+        dm.setup()
+        b = _batch(dm, "loc")
+        for img, bx in zip(b["image"], b["boxes"]):
+            x0, y0, x1, y1 = bx[0].round().int().tolist()
+            inside = img[0, y0 + 2:y1 - 2, x0 + 2:x1 - 2]
+            outside = img[0].clone()
+            outside[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = 0
+            assert inside.mean() > 0.9 and outside.max() < 0.2, (cache, bx)
+
+
+def test_siim_masks_line_up_with_the_lucent_pneumothorax(twin_factory, cache_dir):
+    root = twin_factory("siim", n=80, size=128, seed=1)
+    dm = SIIM(root, cache_dir=cache_dir, **KW)  # seg preset: random horizontal flips in train
+    dm.setup()
+    diffs, mirrored = [], []
+    for split in ("train", "val", "test"):
+        for b in dm.dataloader(split, shuffle=False):
+            assert b["mask"].shape == b["image"].shape and b["mask"].dtype == torch.uint8
+            for img, m in zip(b["image"][:, 0], b["mask"][:, 0].bool()):
+                if m.sum() > 15:
+                    diffs.append(float(img[m].mean() - img[~m].mean()))
+                    mf = m.flip(-1)
+                    mirrored.append(float(img[mf & ~m].mean() - img[~(mf | m)].mean()) if (mf & ~m).sum() > 15 else 0.0)
+    assert len(diffs) >= 3
+    assert np.median(diffs) < -0.02  # the pneumothorax (dark) is under its mask after flips/resizes
+    assert np.median(diffs) < np.median(mirrored)
+
+
+def test_lungs_masks_cover_the_dark_lungs(twin_factory, cache_dir):
+    root = twin_factory("lungs", n=12, size=96)
+    dm = Lungs(root, cache_dir=cache_dir, **KW)
+    dm.setup()
+    assert set(dm.index.meta["site"].iloc[dm.splits["test"]]) == {"montgomery"}
+    assert set(dm.index.meta["site"].iloc[dm.splits["train"]]) == {"shenzhen"}
+    b = _batch(dm, "test")
+    for img, m in zip(b["image"][:, 0], b["mask"][:, 0].bool()):
+        assert 0.1 < m.float().mean() < 0.7
+        assert img[m].mean() < img[~m].mean() - 0.05
+
+
+def test_chexpert_cv_and_official(twin_factory, cache_dir):
+    root = twin_factory("chexpert", n=150, size=64)
+    folds = []
+    for fold in range(5):
+        dm = CheXpert(root, task="abnormal", view="any", fold=fold, cache_dir=cache_dir, **KW)
+        dm.setup()
+        folds.append(set(dm.splits["test"]))
+        b = _batch(dm)
+        assert b["label"].shape == (4, 1)
+    assert not set.intersection(*folds)
+    dm = CheXpert(root, task="findings", uncertainty="ignore", protocol="official", view="any", cache_dir=cache_dir, **KW)
+    dm.setup()
+    assert dm.num_classes == 14 and torch.isnan(torch.cat([b["label"] for b in dm.dataloader("train")])).any()
+    assert set(dm.index.meta["split_file"].iloc[dm.splits["test"]]) == {"valid"}
+
+
+def test_covidx_tasks_and_held_out_sources(twin_factory, cache_dir):
+    root = twin_factory("covidx", n=120, size=64)
+    dm = COVIDx(root, task="3class", held_out_sources=["bimcv"], cache_dir=cache_dir, **KW)
+    dm.setup()
+    b = _batch(dm)
+    assert b["label"].dtype == torch.int64 and b["label"].shape == (4,)
+    src = dm.index.meta["source"]
+    assert set(src.iloc[dm.splits["shift"]]) == {"bimcv"}
+    assert "bimcv" not in set(src.iloc[np.concatenate([dm.splits[s] for s in ("train", "val", "test")])])
+    dm = COVIDx(root, task="pneumonia_vs_covid", cache_dir=cache_dir, **KW)
+    dm.setup()
+    assert "normal" not in set(dm.index.meta["label"].iloc[dm.splits["train"]])
+    binary = twin_factory("covidx", n=30, size=48, vocabulary="binary")
+    with pytest.raises(DataError, match="positive/negative vocabulary"):
+        COVIDx(binary, task="3class", cache_dir=cache_dir, **KW).setup()
+    with pytest.raises(DataError, match=r"held_out_sources \['nowhere'\]"):
+        COVIDx(root, held_out_sources=["nowhere"], cache_dir=cache_dir, **KW).setup()
+
+
+def test_fraction_subset_is_inside_the_full_train_split(twin_factory, cache_dir):
+    root = twin_factory("nih", n=90, size=128)
+    full = NIH(root, protocol="rgt", label_set="nih8", cache_dir=cache_dir, **KW)
+    part = NIH(root, protocol="rgt", label_set="nih8", fraction=0.25, cache_dir=cache_dir, **KW)
+    full.setup()
+    part.setup()
+    assert set(part.splits["train"]) < set(full.splits["train"])
+    assert np.array_equal(part.splits["test"], full.splits["test"])
+
+
+# ------------------------------------------------------------------ cache
+
+
+def test_cache_equals_decoded_images_and_is_rebuilt_when_stale(twin_factory, tmp_path):
+    src = twin_factory("nih", n=20, size=128)
+    root = tmp_path / "nih"
+    shutil.copytree(src, root)
+    dm = NIH(root, cache_dir=str(tmp_path / "c"), **KW)
+    cache = dm.image_cache().ensure(workers=1)
+    path0 = dm.index.meta["path"][0]
+    img, (h, w) = cache[0]
+    ref = np.asarray(Image.open(path0).convert("L").resize((96, 96), Image.BILINEAR, reducing_gap=2.0))
+    assert (h, w) == (128, 128) and np.array_equal(img, ref)
+    assert cache.is_valid()
+    # truncated data file -> invalid -> rebuilt on the next ensure()
+    with open(cache.data_path, "r+b") as fh:
+        fh.truncate(100)
+    assert not cache.is_valid()
+    NIH(root, cache_dir=str(tmp_path / "c"), **KW).image_cache().ensure(workers=1)
+    assert cache.is_valid()
+    # a changed image -> stale key
+    Image.fromarray(np.zeros((128, 128), np.uint8)).save(path0)
+    fresh = NIH(root, cache_dir=str(tmp_path / "c"), **KW).image_cache()
+    assert not fresh.is_valid()
+    fresh.ensure(workers=1)
+    assert fresh[0][0].max() == 0
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_bad_input_is_named_before_training(twin_factory, tmp_path, cache_dir):
+    with pytest.raises(DataError, match="root .*nowhere does not exist. Expected layout"):
+        NIH(tmp_path / "nowhere", cache_dir=cache_dir).setup()
+    with pytest.raises(DataError, match=r"fraction must be in \(0, 1\]"):
+        NIH(tmp_path, fraction=0)
+    with pytest.raises(DataError, match="protocol must be one of"):
+        NIH(tmp_path, protocol="kaggle")
+    with pytest.raises(DataError, match="exceeds cache_size"):
+        NIH(tmp_path, image_size=512, cache_size=256)
+
+    root = tmp_path / "nih"
+    shutil.copytree(twin_factory("nih", n=40, size=64), root)
+    df = pd.read_csv(root / "Data_Entry_2017.csv")
+    df.rename(columns={"Patient ID": "PatientID"}).to_csv(root / "Data_Entry_2017.csv", index=False)
+    with pytest.raises(DataError, match=r"Data_Entry_2017.csv: missing column\(s\) \['Patient ID'\]"):
+        NIH(root, cache_dir=cache_dir).setup()
+    df.to_csv(root / "Data_Entry_2017.csv", index=False)
+
+    victim = next(root.glob("images_*/images/*.png"))
+    victim.unlink()
+    with pytest.raises(DataError, match="1 of 40 listed images are absent"):
+        NIH(root, cache_dir=cache_dir, **KW).setup()
+    with pytest.warns(UserWarning, match="1 of 40 listed images are absent.*skipped"):
+        dm = NIH(root, on_missing="skip", cache_dir=cache_dir, **KW)
+        dm.setup()
+    assert len(dm.index.meta) == 39
+
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(DataError, match=f"cannot decode image .*{victim.name}"):
+        NIH(root, cache_dir=cache_dir, **KW).setup()
+
+    with pytest.raises(DataError, match="split '(train|test)' is empty after filtering"):
+        _empty_split(tmp_path, cache_dir)
+
+
+def _empty_split(tmp_path, cache_dir):
+    """COVIDx with every training source held out: nothing left to train on."""
+    from data_modules.twin import generate
+
+    root = generate("covidx", tmp_path / "cx", n=12, size=32, workers=1)
+    sources = sorted({line.split()[3] for f in ("train", "val", "test") for line in (root / f"{f}.txt").read_text().splitlines()})
+    COVIDx(root, held_out_sources=sources, cache_dir=cache_dir, **KW).setup()
