@@ -3,6 +3,7 @@
   twin DATASET --out DIR --n N --seed S [--size PX] [--difficulty D]   write a twin dataset
   summary DIR                                                          describe a twin dataset
   cache DATASET --root R --size S [--workers W]                        build the image cache
+  leaderboard RUNS_DIR [--out results]                                 AUC / IoU / Dice leaderboards
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboard import build_leaderboards
+
+    for path in build_leaderboards(args.runs_dir, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from data_modules.twin import DEFAULT_SIZE, WRITERS
 
@@ -71,18 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cache-dir", default=None, help="default: $CXRBENCH_CACHE/images or ~/.cache/cxrbench/images")
     c.add_argument("--on-missing", choices=["error", "skip"], default="error")
     c.set_defaults(func=_cache)
+    lb = sub.add_parser("leaderboard", help="turn run results into the leaderboards (md + csv) and plots")
+    lb.add_argument("runs_dir", help="folder searched recursively for result.json files")
+    lb.add_argument("--out", default="results")
+    lb.set_defaults(func=_leaderboard)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from data_modules.io import DataError
+
+    from .results import ResultError
     from data_modules.twin.io import TwinError
     from data_modules.twin.sources import MissingSourceError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (TwinError, MissingSourceError, DataError, FileNotFoundError) as err:
+    except (TwinError, MissingSourceError, DataError, ResultError, FileNotFoundError) as err:
         print(f"cxrbench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

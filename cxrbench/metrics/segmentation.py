@@ -1,0 +1,109 @@
+"""Per-image Dice, IoU and HD95 with an explicit empty-mask policy.
+
+- Dice / IoU: empty prediction vs empty truth = 1 (a correct "nothing there"); the mean over all
+  images is reported beside the mean over images whose truth is not empty (``dice_pos``: the
+  CAMContrast SIIM protocol reports both), and the share of empty truths predicted empty.
+- HD95 (MONAI ``compute_hausdorff_distance``, percentile 95): both empty = 0; exactly one empty is a
+  missed (or hallucinated) structure and scores the image diagonal — counted in the mean and in
+  ``hd95_missed``, never dropped as MONAI's NaN would be.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from .store import SampleStore
+
+
+def _masks(pred, target) -> tuple[torch.Tensor, torch.Tensor]:
+    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction masks {tuple(pred.shape)} and target masks {tuple(target.shape)} differ in shape")
+    if pred.ndim == 4:  # [B, 1, H, W]
+        if pred.shape[1] != 1:
+            raise ValueError(f"expected one mask channel, got {pred.shape[1]}")
+        pred, target = pred[:, 0], target[:, 0]
+    if pred.ndim != 3:
+        raise ValueError(f"masks must be [B, H, W] or [B, 1, H, W], got {tuple(pred.shape)}")
+    return pred.bool(), target.bool()
+
+
+def dice_iou(pred, target) -> dict[str, torch.Tensor]:
+    """Per-image Dice and IoU, [B] each, with empty-vs-empty = 1."""
+    p, t = _masks(pred, target)
+    inter = (p & t).flatten(1).sum(1).double()
+    ps, ts = p.flatten(1).sum(1).double(), t.flatten(1).sum(1).double()
+    union = ps + ts - inter
+    both_empty = (ps + ts) == 0
+    dice = torch.where(both_empty, torch.ones_like(inter), 2 * inter / (ps + ts).clamp_min(1))
+    iou = torch.where(both_empty, torch.ones_like(inter), inter / union.clamp_min(1))
+    return {"dice": dice, "iou": iou, "target_empty": ts == 0, "pred_empty": ps == 0}
+
+
+def hd95(pred, target) -> torch.Tensor:
+    """Per-image 95th-percentile Hausdorff distance in pixels, [B], with the empty policy above."""
+    from monai.metrics import compute_hausdorff_distance
+
+    p, t = _masks(pred, target)
+    out = torch.zeros(p.shape[0], dtype=torch.float64)
+    diag = math.hypot(p.shape[-2], p.shape[-1])
+    pe, te = p.flatten(1).sum(1) == 0, t.flatten(1).sum(1) == 0
+    both = ~pe & ~te
+    if both.any():
+        with warnings.catch_warnings():  # MONAI warns about its own deprecated internals
+            warnings.simplefilter("ignore", FutureWarning)
+            d = compute_hausdorff_distance(p[both, None].float(), t[both, None].float(), include_background=True,
+                                           percentile=95)
+        out[both] = d.reshape(-1).double().cpu()
+    out[pe ^ te] = diag
+    return out
+
+
+def summarize(per_image: dict[str, torch.Tensor]) -> dict[str, float]:
+    dice, iou = per_image["dice"].double(), per_image["iou"].double()
+    te, pe = per_image["target_empty"].bool(), per_image["pred_empty"].bool()
+    out = {
+        "dice": float(dice.mean()) if len(dice) else math.nan,
+        "iou": float(iou.mean()) if len(iou) else math.nan,
+        "dice_pos": float(dice[~te].mean()) if (~te).any() else math.nan,
+        "iou_pos": float(iou[~te].mean()) if (~te).any() else math.nan,
+        "empty_correct": float((pe[te]).double().mean()) if te.any() else math.nan,
+        "n_images": int(len(dice)), "n_positive": int((~te).sum()),
+    }
+    if "hd95" in per_image:
+        h = per_image["hd95"].double()
+        out["hd95"] = float(h.mean()) if len(h) else math.nan
+        out["hd95_missed"] = int((te ^ pe).sum())
+    return out
+
+
+def segmentation_scores(pred, target, with_hd95: bool = True) -> dict[str, float]:
+    per = dice_iou(pred, target)
+    if with_hd95:
+        per["hd95"] = hd95(pred, target)
+    return summarize(per)
+
+
+class SegmentationMetric(SampleStore):
+    """Per-image Dice/IoU/HD95 collected across DDP ranks; ``compute()`` gives ``summarize``'s dict."""
+
+    def __init__(self, with_hd95: bool = True, **kwargs):
+        super().__init__(("dice", "iou", "target_empty", "pred_empty", "hd95"), **kwargs)
+        self.with_hd95 = with_hd95
+
+    def update(self, index, pred, target) -> None:  # type: ignore[override]
+        per = dice_iou(pred, target)
+        per["hd95"] = hd95(pred, target) if self.with_hd95 else torch.full_like(per["dice"], math.nan)
+        super().update(index, **{k: v.to(self.device) for k, v in per.items()})
+
+    def compute(self) -> dict[str, float]:  # type: ignore[override]
+        per = super().compute()
+        if not self.with_hd95:
+            per.pop("hd95")
+        return summarize(per)
+
+
+__all__ = ["dice_iou", "hd95", "summarize", "segmentation_scores", "SegmentationMetric"]

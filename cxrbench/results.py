@@ -1,0 +1,84 @@
+"""The result record of one run (one leaderboard cell's sample): schema, atomic write, validated read.
+
+A record is ``result.json`` in the run's folder::
+
+    {"run_id": str, "method": str, "task": str, "seed": int, "fraction": float,
+     "metrics": {"auc/mean": 0.81, "auc/Cardiomegaly": 0.81, "iou_acc@0.1/mean": 0.4, ...},
+     "provenance": {"data": "twin" | "real", "scale": "smoke" | "full" | ..., "commit": str, ...},
+     "curves": {"roc": {"<class>": {"fpr": [...], "tpr": [...]}}}          (optional)
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+REQUIRED = {"run_id": str, "method": str, "task": str, "seed": int, "fraction": (int, float),
+            "metrics": dict, "provenance": dict}
+PROVENANCE = ("data", "scale", "commit")
+RESULT_FILE = "result.json"
+
+
+class ResultError(ValueError):
+    pass
+
+
+def validate(record: dict, where: str = "result") -> dict:
+    for key, typ in REQUIRED.items():
+        if key not in record:
+            raise ResultError(f"{where}: missing key {key!r} (a result needs {sorted(REQUIRED)})")
+        if not isinstance(record[key], typ) or isinstance(record[key], bool):
+            raise ResultError(f"{where}: {key!r} should be {typ}, got {type(record[key]).__name__}")
+    missing = [k for k in PROVENANCE if k not in record["provenance"]]
+    if missing:
+        raise ResultError(f"{where}: provenance lacks {missing}: every number must say where it came from")
+    if record["provenance"]["data"] not in ("twin", "real"):
+        raise ResultError(f"{where}: provenance.data must be 'twin' or 'real', got {record['provenance']['data']!r}")
+    for k, v in record["metrics"].items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise ResultError(f"{where}: metric {k!r} is not a number ({v!r})")
+    return record
+
+
+def _clean(obj):
+    """JSON has no NaN: write null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_result(folder: str | Path, record: dict) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    validate({**record, "metrics": {k: (math.nan if v is None else v) for k, v in record["metrics"].items()}},
+             str(folder / RESULT_FILE))
+    path = folder / RESULT_FILE
+    tmp = folder / f".{RESULT_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(_clean(record), indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def read_results(root: str | Path) -> list[dict]:
+    root = Path(root)
+    if not root.is_dir():
+        raise ResultError(f"results folder {root} does not exist")
+    files = sorted(root.rglob(RESULT_FILE))
+    if not files:
+        raise ResultError(f"results folder {root} holds no {RESULT_FILE}: nothing to put on a leaderboard")
+    out = []
+    for f in files:
+        try:
+            rec = json.loads(f.read_text())
+        except ValueError as err:
+            raise ResultError(f"{f}: not valid JSON ({err})") from err
+        rec["metrics"] = {k: (math.nan if v is None else v) for k, v in rec.get("metrics", {}).items()}
+        out.append(validate(rec, str(f)))
+    return out

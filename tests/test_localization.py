@@ -1,0 +1,61 @@
+"""Heatmaps -> boxes and IoU-accuracy on synthetic cases whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cxrbench.localization import THRESHOLDS, best_iou_per_class, box_iou, heatmap_to_boxes, iou_accuracy
+
+
+def _heat(box, shape=(64, 64)):
+    h = np.zeros(shape)
+    x0, y0, x1, y1 = box
+    h[y0:y1, x0:x1] = 1.0
+    return h
+
+
+def test_heatmap_components_become_boxes_highest_first():
+    h = _heat((5, 5, 15, 20)) * 0.7 + _heat((30, 40, 50, 44))
+    boxes = heatmap_to_boxes(h, threshold=0.5)
+    assert boxes[:, :4].tolist() == [[30, 40, 50, 44], [5, 5, 15, 20]]
+    assert boxes[0, 4] == 1.0 and boxes[1, 4] == pytest.approx(0.7)
+    assert len(heatmap_to_boxes(np.zeros((8, 8)))) == 0  # a flat map has no component
+
+
+def test_perfect_heatmap_is_localized_at_every_threshold_and_far_away_never():
+    gt = torch.tensor([[10.0, 12.0, 30.0, 40.0]])
+    perfect = heatmap_to_boxes(_heat((10, 12, 30, 40)))
+    far = heatmap_to_boxes(_heat((45, 45, 60, 60)))
+    # a box shifted so that IoU = 0.5 exactly: localized for T < 0.5 only ("up to the box overlap")
+    half = torch.tensor([[10.0 + 20 / 3, 12.0, 30.0 + 20 / 3, 40.0]])
+    ious = {
+        "perfect": best_iou_per_class(gt, [0], {0: torch.as_tensor(perfect)})[0],
+        "far": best_iou_per_class(gt, [0], {0: torch.as_tensor(far)})[0],
+        "half": best_iou_per_class(gt, [0], {0: half})[0],
+    }
+    assert ious["perfect"] == pytest.approx(1.0) and ious["far"] == 0.0 and ious["half"] == pytest.approx(0.5)
+    acc = iou_accuracy(np.zeros(3, int), np.array([ious["perfect"], ious["far"], ious["half"]]), ["Mass"])
+    for t in THRESHOLDS:
+        expected = (1 + (0.5 > t)) / 3
+        assert acc[t]["per_class"]["Mass"] == pytest.approx(expected), t
+
+
+def test_classes_without_box_images_are_left_out_of_the_mean():
+    acc = iou_accuracy(np.array([0, 0, 2]), np.array([0.9, 0.0, 0.4]), ["A", "B", "C"])
+    assert np.isnan(acc[0.1]["per_class"]["B"])
+    assert acc[0.3]["mean"] == pytest.approx((0.5 + 1.0) / 2)
+    assert acc[0.5]["mean"] == pytest.approx((0.5 + 0.0) / 2)
+
+
+def test_prediction_of_another_class_does_not_count():
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    assert best_iou_per_class(gt, [1], {0: gt.clone()}) == {1: 0.0}
+
+
+def test_negative_size_boxes_are_refused():
+    with pytest.raises(ValueError, match="negative width or height"):
+        box_iou(torch.tensor([[10.0, 0, 5, 5]]), torch.tensor([[0.0, 0, 1, 1]]))
+    with pytest.raises(ValueError, match="threshold must be in"):
+        heatmap_to_boxes(np.ones((4, 4)), threshold=2)

@@ -1,0 +1,123 @@
+"""Metrics against independent references and hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, classification_report, roc_auc_score
+
+from cxrbench.metrics import (MetricInputError, SampleStore, auc, bootstrap_ci, check_probabilities,
+                              confusion_rates, dice_iou, hd95, pr_auc, segmentation_scores,
+                              threshold_at_recall, weighted_report)
+
+
+def test_auc_and_pr_auc_match_sklearn_with_nan_labels():
+    rng = np.random.default_rng(0)
+    n, c = 400, 5
+    target = (rng.random((n, c)) < [0.1, 0.3, 0.5, 0.05, 0.7]).astype(float)
+    preds = np.clip(target * 0.3 + rng.random((n, c)) * 0.8, 0, 1)
+    target[rng.random((n, c)) < 0.2] = np.nan  # unknown labels (U-Ignore)
+    target[:, 4] = np.where(np.isnan(target[:, 4]), np.nan, 1.0)  # one label value only
+    got, got_pr = auc(preds, target), pr_auc(preds, target)
+    for k in range(4):
+        known = ~np.isnan(target[:, k])
+        assert got["per_class"][str(k)] == pytest.approx(roc_auc_score(target[known, k], preds[known, k]), abs=1e-6)
+        assert got_pr["per_class"][str(k)] == pytest.approx(
+            average_precision_score(target[known, k], preds[known, k]), abs=1e-6)
+    assert math.isnan(got["per_class"]["4"]) and got["excluded"] == ["4"]
+    assert got["mean"] == pytest.approx(np.mean([got["per_class"][str(k)] for k in range(4)]))
+
+
+def test_operating_point_at_recall_chosen_on_val_applied_on_test():
+    rng = np.random.default_rng(1)
+    y_val = (rng.random(500) < 0.3).astype(float)
+    p_val = np.clip(y_val * 0.4 + rng.random(500) * 0.6, 0, 1)
+    thr = threshold_at_recall(p_val, y_val, 0.95)
+    val = confusion_rates(p_val, y_val, thr)
+    assert val["recall"] >= 0.95
+    above = p_val[y_val == 1][p_val[y_val == 1] > thr]
+    assert len(above) / (y_val == 1).sum() < 0.95  # a higher threshold would miss the target
+    y_test = (rng.random(300) < 0.3).astype(float)
+    p_test = np.clip(y_test * 0.4 + rng.random(300) * 0.6, 0, 1)
+    test = confusion_rates(p_test, y_test, thr)
+    assert test["tp"] + test["fp"] + test["tn"] + test["fn"] == 300
+    assert test["tpr"] + test["fnr"] == pytest.approx(1) and test["fpr"] + test["tnr"] == pytest.approx(1)
+
+
+def test_weighted_report_matches_sklearn():
+    rng = np.random.default_rng(2)
+    y = (rng.random(300) < 0.2).astype(float)
+    p = np.clip(y * 0.5 + rng.random(300) * 0.6, 0, 1)
+    got = weighted_report(p, y, 0.5)
+    ref = classification_report(y, p >= 0.5, output_dict=True)
+    for k, name in (("0.0", "negative"), ("1.0", "positive")):
+        for m in ("precision", "recall"):
+            assert got["per_class"][name][m] == pytest.approx(ref[k][m])
+        assert got["per_class"][name]["f1"] == pytest.approx(ref[k]["f1-score"])
+    assert got["weighted"]["f1"] == pytest.approx(ref["weighted avg"]["f1-score"])
+    assert got["accuracy"] == pytest.approx(ref["accuracy"])
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_data():
+    rng = np.random.default_rng(3)
+
+    def data(n):
+        y = (rng.random(n) < 0.4).astype(float)
+        return np.clip(y * 0.3 + rng.random(n) * 0.7, 0, 1), y
+
+    f = lambda p, t: auc(p, t)["mean"]  # noqa: E731
+    p, y = data(200)
+    lo, hi = bootstrap_ci(f, p, y, n=200)
+    assert lo < f(p, y) < hi
+    p2, y2 = data(2000)
+    lo2, hi2 = bootstrap_ci(f, p2, y2, n=200)
+    assert hi2 - lo2 < (hi - lo) * 0.6
+
+
+def test_dice_iou_hd95_hand_computed_cases():
+    z = torch.zeros(16, 16, dtype=torch.bool)
+    a, b, far = z.clone(), z.clone(), z.clone()
+    a[2:6, 2:6] = True            # 16 px
+    b[4:8, 2:6] = True            # 16 px, 8 overlap
+    far[12:14, 12:14] = True
+    pred = torch.stack([z, a, z, a, a])
+    gt = torch.stack([z, z, a, b, far])
+    r = dice_iou(pred, gt)
+    assert r["dice"].tolist() == pytest.approx([1.0, 0.0, 0.0, 0.5, 0.0])
+    assert r["iou"].tolist() == pytest.approx([1.0, 0.0, 0.0, 8 / 24, 0.0])
+    h = hd95(pred, gt)
+    diag = math.hypot(16, 16)
+    assert h[0] == 0 and h[1] == pytest.approx(diag) and h[2] == pytest.approx(diag)  # missed: counted, not dropped
+    assert h[3] == pytest.approx(2.0)  # b is a shifted down by 2 rows
+    s = segmentation_scores(pred, gt)
+    assert s["dice"] == pytest.approx(np.mean([1, 0, 0, 0.5, 0]))
+    assert s["dice_pos"] == pytest.approx(np.mean([0, 0.5, 0]))
+    assert s["empty_correct"] == pytest.approx(0.5) and s["hd95_missed"] == 2
+    single = torch.zeros(1, 20, 20, dtype=torch.bool)
+    p1, g1 = single.clone(), single.clone()
+    p1[0, 3, 3], g1[0, 3, 10] = True, True
+    assert float(hd95(p1, g1)[0]) == pytest.approx(7.0)
+
+
+def test_bad_metric_input_is_refused():
+    with pytest.raises(MetricInputError, match="differ in shape"):
+        auc(np.zeros((4, 2)), np.zeros((5, 2)))
+    with pytest.raises(MetricInputError, match=r"must lie in \[0, 1\]"):
+        check_probabilities(torch.tensor([0.2, 1.7]))
+    with pytest.raises(ValueError, match="differ in shape"):
+        dice_iou(torch.zeros(2, 8, 8), torch.zeros(2, 8, 9))
+    store = SampleStore(("preds",))
+    with pytest.raises(ValueError, match="same length"):
+        store.update(torch.arange(3), preds=torch.zeros(4))
+
+
+def test_store_drops_padding_duplicates_and_sorts_by_index():
+    store = SampleStore(("preds", "target"))
+    store.update(torch.tensor([5, 1, 3]), preds=torch.tensor([0.5, 0.1, 0.3]), target=torch.tensor([1.0, 0.0, 1.0]))
+    store.update(torch.tensor([0, 5]), preds=torch.tensor([0.0, 0.9]), target=torch.tensor([0.0, 0.0]))  # 5 repeated
+    out = store.compute()
+    assert out["index"].tolist() == [0, 1, 3, 5]
+    assert out["preds"].tolist() == pytest.approx([0.0, 0.1, 0.3, 0.5])  # first occurrence kept
