@@ -4,6 +4,7 @@
   summary DIR                                                          describe a twin dataset
   cache DATASET --root R --size S [--workers W]                        build the image cache
   leaderboard RUNS_DIR [--out results]                                 AUC / IoU / Dice leaderboards
+  fit|validate|test|predict --config CONFIG.yaml [...]                 LightningCLI of a method
 """
 
 from __future__ import annotations
@@ -87,7 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        from .lightning_cli import run
+
+        run(argv)
+        return 0
     from data_modules.io import DataError
 
     from .results import ResultError

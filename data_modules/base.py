@@ -278,8 +278,16 @@ class CXRDataModule(L.LightningDataModule):
     def val_dataloader(self):
         return self.dataloader("val")
 
+    @property
+    def test_splits(self) -> list[str]:
+        """Splits a test run evaluates, in dataloader order: test, then shift / loc where they exist."""
+        if not self.splits:
+            self.setup()
+        return ["test"] + [s for s in ("shift", "loc") if s in self.splits and len(self.splits[s])]
+
     def test_dataloader(self):
-        return self.dataloader("test")
+        loaders = [self.dataloader(s, shuffle=False) for s in self.test_splits]
+        return loaders[0] if len(loaders) == 1 else loaders
 
     def predict_dataloader(self):
         return self.dataloader("test")

@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 MANIFEST = "twin.json"
-TWIN_FORMAT = 1  # bump when the same spec would draw different pixels
+TWIN_FORMAT = 2  # bump when the same spec would draw different pixels
 
 
 class TwinError(ValueError):

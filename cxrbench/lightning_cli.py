@@ -1,0 +1,22 @@
+"""``cxrbench fit|validate|test|predict --config <yaml>``: LightningCLI over every method and DataModule."""
+
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningCLI
+
+from data_modules.base import CXRDataModule
+
+from .methods.base import CXRModule
+
+
+class CXRBenchCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        # The model learns its classes from the data: one source of truth, no config drift.
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.classes", "model.init_args.class_names", apply_on="instantiate")
+        parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
+
+
+def run(args: list[str]) -> None:
+    CXRBenchCLI(CXRModule, CXRDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
+                save_config_kwargs={"overwrite": True})

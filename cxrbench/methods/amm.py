@@ -1,0 +1,75 @@
+"""Cardio-XAttentionNet: the Attention Mapping Mechanism (AMM) and its GAP baselines.
+
+Paper: ../shared/papers/003_f324741b56ad6161.txt (Cardio-XAttentionNet, Scientific Reports).
+Follows: "Cardio-XAttentionNet" and Table 3 (the AMM head, Eq. 8–9: W, fixed broadcast conv,
+A = F⊙W, GWAP = ΣA/ΣW, dense 128 ELU, sigmoid output); "Hyper-parameters and model training"
+(from scratch, SGD momentum 0.9, lr 1e-4, batch 16, lr ×0.3 when the validation loss plateaus,
+early stopping on validation loss with patience 40, class-weighted loss); "Data preprocessing"
+(cardiomegaly vs normal, official patient-wise split, 10% of train as validation; train at 224,
+test at full size — the head is fully convolutional). Heatmap = W upsampled to the image (Fig. 7–8).
+Backbones: densenet121 (CXA_Dense121, default), densenet201, resnet50, inception_resnet_v2 (timm).
+
+Deviations:
+- Glorot-uniform initialisation is used for the head only; backbones keep timm's (PyTorch)
+  initialisation — re-initialising timm's backbones would not change what is compared.
+- Dropout rates are not given in the paper: 0.5 and 0.25 (see ``models.amm_head``).
+- The paper shows heatmaps as pictures only; we score them with the shared IoU-accuracy on the
+  cardiomegaly box images (146 in the release).
+- The "nih8" multi-label variant (one W per class) is ours, so AMM can enter nih8-cls / nih8-loc.
+- Input is the 1-channel radiograph (timm in_chans=1) rather than a replicated RGB image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..models.amm_head import AMMHead, GAPHead
+from ..models.backbones import Backbone
+from .base import CXRModule
+
+
+class AMM(CXRModule):
+    """Backbone -> AMM head. ``heatmaps`` = W, bilinearly upsampled to the input size."""
+
+    method_name = "amm"
+
+    def __init__(self, backbone: str = "densenet121", lr: float = 1e-4, momentum: float = 0.9,
+                 plateau_factor: float = 0.3, plateau_patience: int = 15, pretrained: bool = False,
+                 class_weighted: bool = True, **kwargs):
+        super().__init__(class_weighted=class_weighted, **kwargs)
+        self.save_hyperparameters()
+        self.backbone = Backbone(backbone, in_chans=1, pretrained=pretrained)
+        self.head = self.make_head(self.backbone.out_channels)
+
+    def make_head(self, channels: int):
+        return AMMHead(channels, self.num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))[0]
+
+    @torch.no_grad()
+    def heatmaps(self, images: torch.Tensor) -> torch.Tensor:
+        w = self.head.weights(self.backbone(images))
+        return F.interpolate(w, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=self.hparams.plateau_factor,
+                                                           patience=self.hparams.plateau_patience)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+
+
+class GAPBaseline(AMM):
+    """The paper's base models (DenseNet121-GAP, …): same backbone and classifier, plain GAP, no map."""
+
+    method_name = "gap"
+
+    def make_head(self, channels: int):
+        return GAPHead(channels, self.num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+    def heatmaps(self, images: torch.Tensor) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Network pieces shared by the methods (backbones from timm, heads written here)."""
