@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TWIN_DIR ?= .cache/twin
 
-.PHONY: install test smoke gallery perf-twin clean
+.PHONY: install test smoke bench-smoke bench-all gallery perf-twin perf-loader clean
 
 install:  ## create .venv with torch, the design-card stack, pyradiomics (reference) and cxrbench (editable)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,15 +20,23 @@ install:  ## create .venv with torch, the design-card stack, pyradiomics (refere
 test:  ## the whole CPU test suite
 	$(PY) -m pytest -n 2 -q
 
-smoke:  ## the main job on the embedded default: a small NIH twin and its summary
-	$(VENV)/bin/cxrbench twin nih --out $(TWIN_DIR)/nih --n 300 --seed 0 --size 256
-	$(VENV)/bin/cxrbench summary $(TWIN_DIR)/nih
+smoke: bench-smoke
+
+bench-smoke:  ## the main job on the embedded default: every method on twins at smoke scale (CPU), then the leaderboards
+	$(VENV)/bin/cxrbench bench benchmarks/smoke.yaml --leaderboard results
+
+bench-all:  ## the full suite on the real releases under $$CXR_DATA (GPU node)
+	@test -n "$$CXR_DATA" || { echo "bench-all: set CXR_DATA to the folder holding nih/ (and later chexpert/, covidx/, siim/, lungs/)"; exit 2; }
+	$(VENV)/bin/cxrbench bench benchmarks/all.yaml --leaderboard results
 
 gallery:  ## results/twin_gallery.png: one twin image per finding with its box or mask
 	$(PY) -m benchmarks.gallery --out results/twin_gallery.png
 
 perf-twin:  ## images/s per core of the twin generator
 	$(PY) benchmarks/perf/twin.py
+
+perf-loader:  ## PNG vs memmap-cache loader throughput
+	$(PY) benchmarks/perf/loader.py
 
 clean:
 	rm -rf .cache build *.egg-info

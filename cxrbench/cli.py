@@ -5,6 +5,7 @@
   cache DATASET --root R --size S [--workers W]                        build the image cache
   leaderboard RUNS_DIR [--out results]                                 AUC / IoU / Dice leaderboards
   fit|validate|test|predict --config CONFIG.yaml [...]                 LightningCLI of a method
+  bench SPEC [--dry-run] [--devices N] [--launcher local|slurm]        run a sweep spec
 """
 
 from __future__ import annotations
@@ -52,10 +53,56 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .runner.launch import prepare_data, run_local, run_slurm, status
+    from .runner.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.runs_dir:
+        from pathlib import Path
+
+        spec.runs_dir = Path(args.runs_dir)
+    if args.only:
+        spec.cells = [c for c in spec.cells if c.name in args.only]
+    if args.dry_run:
+        print(f"sweep {spec.name} ({spec.scale}): {len(spec.cells)} cells -> {spec.runs_dir}")
+        for c in spec.cells:
+            needs = f" needs {sorted(c.needs.values())}" if c.needs else ""
+            print(f"  [{status(spec, c):8s}] {c.run_id}  task={c.task} method={c.method} seed={c.seed} "
+                  f"fraction={c.fraction:g}{needs}")
+        return 0
+    prepare_data(spec)
+    if args.launcher == "local":
+        failed = run_local(spec, args.devices)
+    else:
+        jobs = run_slurm(spec, args.devices or 1, partition=args.partition,
+                         cluster="debug" if args.launcher == "debug" else None)
+        failed = []
+        if args.launcher == "debug":
+            for j in jobs:
+                j.result()
+    if args.leaderboard:
+        from .leaderboard import build_leaderboards
+
+        for p in build_leaderboards(spec.runs_dir, args.leaderboard):
+            print(f"wrote {p}")
+    if failed:
+        print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from data_modules.twin import DEFAULT_SIZE, WRITERS
 
-    p = argparse.ArgumentParser(prog="cxrbench", description="Chest X-ray paper benchmarks on shared data.")
+    from .leaderboard import BOARDS
+    from .methods import METHODS
+
+    tasks = sorted({t for b in BOARDS for t in b.tasks})
+    epilog = (f"methods: {', '.join(sorted(METHODS))}\ntasks: {', '.join(tasks)}\n"
+              "LightningCLI: cxrbench fit|validate|test|predict --config benchmarks/configs/<method>_<task>.yaml")
+    p = argparse.ArgumentParser(prog="cxrbench", description="Chest X-ray paper benchmarks on shared data.",
+                                epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("twin", help="write a twin dataset (real metadata, synthetic pixels, real layout)")
     t.add_argument("dataset", choices=sorted(WRITERS))
@@ -85,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("runs_dir", help="folder searched recursively for result.json files")
     lb.add_argument("--out", default="results")
     lb.set_defaults(func=_leaderboard)
+    b = sub.add_parser("bench", help="run a sweep spec (benchmarks/*.yaml): tasks x methods x seeds x fractions")
+    b.add_argument("spec")
+    b.add_argument("--dry-run", action="store_true", help="list the cells, their ids and status; run nothing")
+    b.add_argument("--devices", type=int, default=None, help="devices per cell (DDP through Lightning when > 1)")
+    b.add_argument("--launcher", choices=["local", "slurm", "debug"], default="local",
+                   help="local subprocesses, or one SLURM job per cell through submitit ('debug' runs submitit's local debug executor)")
+    b.add_argument("--partition", default=None, help="SLURM partition")
+    b.add_argument("--runs-dir", default=None, help="override the spec's runs_dir")
+    b.add_argument("--only", nargs="+", default=None, help="cell names to run")
+    b.add_argument("--leaderboard", default=None, metavar="OUT", help="write the leaderboards to OUT afterwards")
+    b.set_defaults(func=_bench)
     return p
 
 
@@ -101,13 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     from data_modules.io import DataError
 
     from .results import ResultError
+    from .runner.spec import SpecError
     from data_modules.twin.io import TwinError
     from data_modules.twin.sources import MissingSourceError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (TwinError, MissingSourceError, DataError, ResultError, FileNotFoundError) as err:
+    except (TwinError, MissingSourceError, DataError, ResultError, SpecError, FileNotFoundError) as err:
         print(f"cxrbench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -53,12 +53,18 @@ def _fmt(values: list[float]) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
 
 
+#: A classification run on the NIH box diseases also scores its heatmaps on the 880 box images:
+#: those numbers belong to the localization task.
+LOC_TASK = {"nih8-cls": "nih8-loc"}
+
+
 def aggregate(records: list[dict]) -> pd.DataFrame:
     """Long table: task, method, fraction, metric, mean, std, n, paper, paper_source, seeds."""
     groups: dict = defaultdict(list)
     for r in records:
         for metric, value in r["metrics"].items():
-            groups[(r["task"], r["method"], float(r["fraction"]), metric)].append((r["seed"], value))
+            task = LOC_TASK.get(r["task"], r["task"]) if metric.startswith("iou_acc") else r["task"]
+            groups[(task, r["method"], float(r["fraction"]), metric)].append((r["seed"], value))
     rows = []
     for (task, method, fraction, metric), items in sorted(groups.items()):
         mean, std, n = _fmt([v for _, v in items])
@@ -96,7 +102,7 @@ def provenance(records: list[dict]) -> list[str]:
 
 def render_board(board: Board, table: pd.DataFrame, records: list[dict]) -> tuple[str, pd.DataFrame]:
     sub = table[table["task"].isin(board.tasks) & table["metric"].isin([m for m, _ in board.metrics])]
-    recs = [r for r in records if r["task"] in board.tasks]
+    recs = [r for r in records if r["task"] in board.tasks or LOC_TASK.get(r["task"]) in board.tasks]
     header = [f"# {board.title}", ""]
     if sub.empty:
         return "\n".join(header + ["No runs on these tasks yet.", ""]), sub

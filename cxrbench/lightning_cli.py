@@ -17,6 +17,10 @@ class CXRBenchCLI(LightningCLI):
         parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
 
 
+def build_cli(args: list[str], run: bool = True) -> CXRBenchCLI:
+    return CXRBenchCLI(CXRModule, CXRDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
+                       run=run, save_config_kwargs={"overwrite": True})
+
+
 def run(args: list[str]) -> None:
-    CXRBenchCLI(CXRModule, CXRDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
-                save_config_kwargs={"overwrite": True})
+    build_cli(args)

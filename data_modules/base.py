@@ -148,7 +148,8 @@ class CXRDataModule(L.LightningDataModule):
         root: dataset folder, in the release's layout (twin or real).
         batch_size, num_workers: the loaders'.
         transforms: a preset of ``data_modules.transforms`` (the paper's pipeline).
-        image_size, eval_size: input side for training / evaluation (default: the preset's).
+        image_size, eval_size: input side for training (and validation) / for test, loc and shift
+            splits (default: the preset's).
         split_seed: fixes the splits; independent of the training seed.
         fraction, subset_seed: nested, stratified label fraction of the training split.
         cache: read images from the uint8 memmap cache (built on first use).
@@ -254,7 +255,10 @@ class CXRDataModule(L.LightningDataModule):
         self.splits = splits
         cache = self.image_cache().ensure(workers=max(1, self.num_workers) if self.num_workers else None) if self.use_cache else None
         for name, rows in splits.items():
-            t = build_transforms(self.preset, name == "train", self.image_size, self.eval_size)
+            # val watches training at the training size; only test-type splits use eval_size
+            # (e.g. AMM trains at 224 and tests at full size).
+            eval_size = self.image_size if name == "val" else self.eval_size
+            t = build_transforms(self.preset, name == "train", self.image_size, eval_size)
             self.datasets[name] = CXRDataset(index, rows, t, cache)
 
     def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:

@@ -90,7 +90,7 @@ def test_amm_learns_cardiomegaly(cardiomegaly_twin, tmp_path):
     trainer.fit(model, dm)
     trainer.test(model, dm, verbose=False)
     m = model.test_metrics
-    assert m["auc/mean"] > 0.7, m  # the twin's CTR overlap caps a perfect reader near 0.8
+    assert m["auc/mean"] > 0.7, m  # the twin keeps even a good reader well below 1.0
     assert m["loc/n_pairs"] >= 20 and all(0 <= m[f"iou_acc@{t}/mean"] <= 1 for t in (0.1, 0.3, 0.5))
 
 

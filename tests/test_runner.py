@@ -1,0 +1,189 @@
+"""The sweep runner: cells, deterministic ids, resume after a kill, DDP, W&B offline, pipelines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cxrbench.runner.launch import status
+from cxrbench.runner.spec import SpecError, load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def _env(tmp_path, wandb=False):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
+    env["CXRBENCH_CACHE"] = str(tmp_path / "cache")
+    env["CXRBENCH_WANDB"] = "1" if wandb else "0"
+    env["WANDB_MODE"] = "offline"
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
+def _spec(tmp_path, root, cells, defaults=None) -> Path:
+    spec = {"name": "t", "scale": "test", "runs_dir": str(tmp_path / "runs"), "data": {"nih": {"root": str(root)}},
+            "defaults": defaults or {}, "cells": cells}
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+TOY = str(TESTS / "configs/toy_nih8.yaml")
+
+
+def _bench(spec, tmp_path, *extra, wandb=False, **kw):
+    return subprocess.run([sys.executable, "-m", "cxrbench.cli", "bench", str(spec), *extra], capture_output=True,
+                          text=True, cwd=tmp_path, env=_env(tmp_path, wandb), **kw)
+
+
+def test_dry_run_lists_every_cell_with_a_deterministic_id(twin_factory, tmp_path):
+    root = twin_factory("nih", n=90, size=64)
+    cells = [{"name": "a", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih", "seeds": [0, 1],
+              "fractions": [0.5, 1.0]},
+             {"name": "b", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih", "seeds": [3]}]
+    spec = load_spec(_spec(tmp_path, root, cells))
+    got = [(c.name, c.seed, c.fraction) for c in spec.cells]
+    assert got == [("a", 0, 0.5), ("a", 0, 1.0), ("a", 1, 0.5), ("a", 1, 1.0), ("b", 3, 1.0)]
+    ids = [c.run_id for c in spec.cells]
+    assert len(set(ids)) == 5 and ids == [c.run_id for c in load_spec(spec.path).cells]
+    assert spec.cells[0].config["data"]["init_args"]["fraction"] == 0.5 and spec.cells[0].config["seed_everything"] == 0
+    res = _bench(spec.path, tmp_path, "--dry-run")
+    assert res.returncode == 0 and all(i in res.stdout for i in ids) and res.stdout.count("[pending ]") == 5
+
+
+def test_spec_errors_are_named(tmp_path):
+    with pytest.raises(SpecError, match="missing top-level key 'cells'"):
+        (tmp_path / "s.yaml").write_text("name: x\ndata: {}\n")
+        load_spec(tmp_path / "s.yaml")
+    bad = _spec(tmp_path, tmp_path, [{"name": "a", "task": "t", "method": "m", "config": "nope.yaml", "data": "nih"}])
+    with pytest.raises(SpecError, match="config .*nope.yaml does not exist"):
+        load_spec(bad)
+
+
+def test_killed_sweep_resumes_and_finishes_every_cell_once(twin_factory, tmp_path):
+    root = twin_factory("nih", n=90, size=64)
+    cells = [{"name": "slow", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih", "seeds": [0],
+              "overrides": {"trainer.max_epochs": 40}},
+             {"name": "quick", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih", "seeds": [0]}]
+    spec_path = _spec(tmp_path, root, cells)
+    spec = load_spec(spec_path)
+    slow_dir = spec.runs_dir / spec.cells[0].run_id
+    proc = subprocess.Popen([sys.executable, "-m", "cxrbench.cli", "bench", str(spec_path)], cwd=tmp_path,
+                            env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (slow_dir / "checkpoints/last.ckpt").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and the cell it is running, mid-training
+    proc.wait()
+    assert (slow_dir / "checkpoints/last.ckpt").exists() and not (slow_dir / "result.json").exists()
+    assert status(spec, spec.cells[0]) == "partial"
+    res = _bench(spec_path, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "[resume]" in res.stdout
+    results = sorted(spec.runs_dir.rglob("result.json"))
+    assert len(results) == 2 and {json.loads(p.read_text())["run_id"] for p in results} == {c.run_id for c in spec.cells}
+    for p in results:
+        rec = json.loads(p.read_text())
+        assert 0 <= rec["metrics"]["auc/mean"] <= 1 and rec["provenance"]["data"] == "twin"
+        torch.load(p.parent / "model.ckpt", map_location="cpu", weights_only=False)
+    assert not list(spec.runs_dir.rglob(".*.tmp*"))
+    # Resumed, not restarted: the training log has each epoch once.
+    epochs = [l.split(",") for l in (slow_dir / "metrics.csv").read_text().splitlines()]
+    again = _bench(spec_path, tmp_path)
+    assert again.returncode == 0 and again.stdout.count("[done]") == 2
+    assert len(epochs) > 1
+
+
+def test_two_process_ddp_cell_writes_one_result_with_the_full_test_set(twin_factory, tmp_path):
+    root = twin_factory("nih", n=90, size=64)
+    spec_path = _spec(tmp_path, root, [{"name": "ddp", "task": "nih8-cls", "method": "toy", "config": TOY,
+                                        "data": "nih", "seeds": [0], "overrides": {"trainer.max_epochs": 1}}])
+    res = _bench(spec_path, tmp_path, "--devices", "2")
+    assert res.returncode == 0, res.stdout + res.stderr + "".join(
+        p.read_text()[-3000:] for p in (tmp_path / "runs").rglob("stdout.log"))
+    results = list((tmp_path / "runs").rglob("result.json"))
+    assert len(results) == 1
+    log = (results[0].parent / "stdout.log").read_text()
+    assert "Starting with 2 processes" in log and "gloo" in log, log[-2000:]
+    rec = json.loads(results[0].read_text())
+    # Single-process evaluation of the same checkpoint gives the same numbers.
+    sys.path.insert(0, str(TESTS))
+    from data_modules import NIH
+    from toy_methods import ToyClassifier
+
+    import lightning as L
+
+    run_dir = results[0].parent
+    dm = NIH(root, protocol="rgt", label_set="nih8", transforms="plain", image_size=32, cache_size=64, batch_size=16,
+             cache_dir=str(tmp_path / "cache" / "images"))
+    model = ToyClassifier.load_from_checkpoint(run_dir / "model.ckpt")
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    trainer.test(model, dm, verbose=False)
+    assert rec["metrics"]["n_images"] == model.test_metrics["n_images"] == len(dm.splits["test"])
+    assert rec["metrics"]["auc/mean"] == pytest.approx(model.test_metrics["auc/mean"], abs=1e-6)
+
+
+def test_wandb_offline_run_has_group_and_job_type(tmp_path):
+    from cxrbench.runner.cell import make_loggers
+
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ.pop("WANDB_API_KEY", None)
+    meta = {"task": "nih-cardiomegaly", "method": "amm", "seed": 1, "fraction": 0.25, "scale": "smoke",
+            "run_id": "amm-cardiomegaly-s1-f0.25-abcdef1234"}
+    csv, wb = make_loggers(tmp_path, meta)
+    run = wb.experiment
+    try:
+        assert run.group == "nih-cardiomegaly" and run.job_type == "amm" and run.offline
+        assert "seed=1" in run.tags and "fraction=0.25" in run.tags
+        assert run.id == meta["run_id"][-40:]
+    finally:
+        run.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert not any("WANDB_API_KEY" in p.read_text(errors="ignore") for p in tmp_path.rglob("*.yaml"))
+
+
+def test_spec_override_typo_fails_the_cell_with_the_parser_message(twin_factory, tmp_path):
+    root = twin_factory("nih", n=90, size=64)
+    spec_path = _spec(tmp_path, root, [{"name": "typo", "task": "nih8-cls", "method": "toy", "config": TOY,
+                                        "data": "nih", "overrides": {"model.init_args.lrr": 0.1}}])
+    res = _bench(spec_path, tmp_path)
+    assert res.returncode == 1 and "[failed]" in res.stdout
+    log = next((tmp_path / "runs").rglob("stdout.log")).read_text()
+    assert "lrr" in log and "Traceback" not in log
+
+
+def test_two_stage_pipeline_consumes_the_first_cells_artifact(twin_factory, tmp_path):
+    root = twin_factory("nih", n=90, size=64)
+    cells = [
+        {"name": "pretrain", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih", "seeds": [0]},
+        {"name": "probe", "task": "nih8-cls", "method": "toy-linear", "config": TOY, "data": "nih", "seeds": [0],
+         "fractions": [0.5], "needs": {"encoder": "pretrain"},
+         "overrides": {"model.class_path": "toy_methods.ToyLinearProbe",
+                       "model.init_args.encoder_ckpt": "${needs.encoder}"}},
+    ]
+    spec_path = _spec(tmp_path, root, cells)
+    spec = load_spec(spec_path)
+    producer, consumer = spec.cells
+    assert consumer.needs == {"encoder": producer.run_id}
+    assert consumer.config["model"]["init_args"]["encoder_ckpt"] == str(spec.runs_dir / producer.run_id / "model.ckpt")
+    res = _bench(spec_path, tmp_path)
+    assert res.returncode == 0, res.stdout + "".join(p.read_text()[-2000:] for p in spec.runs_dir.rglob("stdout.log"))
+    a = torch.load(spec.runs_dir / producer.run_id / "model.ckpt", weights_only=False)["state_dict"]
+    b = torch.load(spec.runs_dir / consumer.run_id / "model.ckpt", weights_only=False)["state_dict"]
+    enc = [k for k in a if k.startswith("encoder.")]
+    assert enc and all(torch.equal(a[k], b[k]) for k in enc)  # loaded and kept frozen
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("head."))
+    assert json.loads((spec.runs_dir / consumer.run_id / "result.json").read_text())["fraction"] == 0.5

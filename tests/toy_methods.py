@@ -1,0 +1,40 @@
+"""Toy methods for runner tests: a tiny encoder 'pretrained' by one cell and consumed by the next."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cxrbench.methods.base import CXRModule
+
+
+def _encoder() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+class ToyClassifier(CXRModule):
+    method_name = "toy"
+
+    def __init__(self, lr: float = 0.01, **kwargs):
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        self.encoder = _encoder()
+        self.head = nn.Linear(8, self.num_classes)
+
+    def forward(self, images):
+        return self.head(self.encoder(images))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+class ToyLinearProbe(ToyClassifier):
+    """Loads the encoder of another cell's artifact and freezes it (a linear evaluation)."""
+
+    method_name = "toy-linear"
+
+    def __init__(self, encoder_ckpt: str = "", **kwargs):
+        super().__init__(**kwargs)
+        state = torch.load(encoder_ckpt, map_location="cpu", weights_only=False)["state_dict"]
+        self.encoder.load_state_dict({k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")})
+        self.encoder.requires_grad_(False)
