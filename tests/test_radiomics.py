@@ -1,0 +1,177 @@
+"""The torch radiomics engine against PyRadiomics 3.0.1, feature by feature (rtol 1e-6 / atol 1e-9)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from cxrbench.radiomics import FEATURE_NAMES, NOT_IN_ENGINE, RadiomicsInputError, extract
+
+pytest.importorskip("radiomics")
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # PyRadiomics' own nanmean warnings
+
+COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
+
+
+def _rois(n: int, seed: int):
+    """Twin radiographs and smooth random fields; boxes and blobs of varied size, position, gray range."""
+    from data_modules.twin.render import ImageJob, render
+
+    rng = np.random.default_rng(seed)
+    H = W = 96
+    images, masks = [], []
+    twins = [render(ImageJob("", H, W, [f], anatomy_seed=(k,), image_seed=(k,)))[0].astype(np.float64)
+             for k, f in enumerate(["Nodule", "Effusion", "Mass", "Pneumothorax", "Infiltration", "Cardiomegaly"])]
+    for k in range(n):
+        if k % 2 == 0:
+            img = twins[k % len(twins)]
+        else:
+            f = ndimage.gaussian_filter(rng.standard_normal((H, W)), rng.uniform(0.7, 5))
+            lo, span = rng.uniform(0, 120), rng.uniform(10, 255)
+            img = np.round(np.clip((f - f.min()) / (np.ptp(f) + 1e-9) * span + lo, 0, 255))
+        m = np.zeros((H, W), bool)
+        if k % 3 != 2:
+            h, w = rng.integers(2, 60, 2)
+            y, x = rng.integers(0, H - h), rng.integers(0, W - w)
+            m[y:y + h, x:x + w] = True
+        else:
+            blob = ndimage.gaussian_filter(rng.standard_normal((H, W)), rng.uniform(2, 5)) > rng.uniform(0, 0.2)
+            lab, cnt = ndimage.label(blob)
+            m = lab == (1 + k % max(cnt, 1))
+        images.append(img)
+        masks.append(m)
+    return np.stack(images), np.stack(masks)
+
+
+def _compare(images, masks):
+    ref = extract(images, masks=masks, backend="pyradiomics").numpy()
+    got = extract(torch.from_numpy(images), masks=torch.from_numpy(masks)).numpy()
+    report = {}
+    for j, name in enumerate(FEATURE_NAMES):
+        r, g = ref[:, j], got[:, j]
+        nan_mismatch = int((np.isnan(r) != np.isnan(g)).sum())
+        both = ~np.isnan(r) & ~np.isnan(g)
+        err = np.abs(r[both] - g[both])
+        off = err > 1e-9 + 1e-6 * np.abs(r[both])
+        if nan_mismatch or off.any():
+            report[name] = {"nan_mismatch": nan_mismatch, "n_off": int(off.sum()),
+                            "worst_rel": float((err / (np.abs(r[both]) + 1e-300)).max()) if both.any() else None}
+    return ref, got, report
+
+
+def test_parity_with_pyradiomics_on_240_rois():
+    images, masks = _rois(240, seed=0)
+    ref, got, report = _compare(images, masks)
+    assert NOT_IN_ENGINE == ()  # every one of the 107 features is computed by the engine
+    assert report == {}, report  # any feature that cannot match would be listed here with its worst error
+    assert (~np.isnan(ref[:, COL["original_firstorder_Mean"]])).sum() >= 200
+
+
+def _one(img, m):
+    img, m = np.asarray(img, np.float64)[None], np.asarray(m, bool)[None]
+    ref, got, report = _compare(img, m)
+    assert report == {}, report
+    return {n: got[0, COL[n]] for n in FEATURE_NAMES}
+
+
+def test_trap_bin_edges_are_anchored_at_zero():
+    img = np.full((6, 6), 49.0)
+    img[:, 3:] = 51.0  # one bin if edges started at the minimum; bins 2 and 3 anchored at 0
+    f = _one(img, np.ones((6, 6), bool) & (np.arange(6)[None] >= 0) & np.pad(np.ones((4, 6), bool), ((1, 1), (0, 0))))
+    assert f["original_firstorder_Entropy"] == pytest.approx(1.0, abs=1e-12)
+    assert f["original_glcm_JointAverage"] != 1.0
+
+
+def test_trap_absent_gray_levels_keep_their_indices():
+    img = np.full((6, 6), 10.0)
+    img[:, 3:] = 60.0  # bins 1 and 3 (bin 2 absent)
+    m = np.zeros((6, 6), bool)
+    m[1:5, 1:5] = True
+    f = _one(img, m)
+    assert f["original_glcm_JointAverage"] == pytest.approx(2.0)  # mean of indices 1 and 3, not 1 and 2
+
+
+def test_trap_glszm_is_8_connected_and_gldm_alpha_0():
+    img = np.array([[0.0, 100.0], [100.0, 0.0]])  # equal levels touch only diagonally
+    f = _one(np.pad(img, 1, constant_values=200), np.pad(np.ones((2, 2), bool), 1))
+    assert f["original_glszm_ZonePercentage"] == pytest.approx(2 / 4)  # 2 zones of 2, not 4 of 1
+    assert f["original_gldm_LargeDependenceEmphasis"] == pytest.approx(4.0)  # each pixel: 1 equal neighbour -> j = 2
+
+
+def test_trap_ngtdm_pixels_without_neighbours_count_with_zero_difference():
+    img = np.zeros((5, 5))
+    img[0, 0], img[4, 4] = 30.0, 90.0
+    m = np.zeros((5, 5), bool)
+    m[0, 0] = m[4, 4] = True
+    f = _one(img, m)
+    assert f["original_ngtdm_Coarseness"] == 1e6  # Σ p·s = 0 -> PyRadiomics' fallback
+
+
+def test_trap_kurtosis_is_not_excess_and_single_slice_shape():
+    rng = np.random.default_rng(1)
+    img = np.round(np.clip(rng.normal(128, 30, (40, 40)), 0, 255))
+    m = np.zeros((40, 40), bool)
+    m[2:38, 3:37] = True
+    f = _one(img, m)
+    assert 2.5 < f["original_firstorder_Kurtosis"] < 3.5
+    assert f["original_shape_LeastAxisLength"] == 0 and f["original_shape_Flatness"] == 0
+    assert 0 <= f["original_glcm_MCC"] <= 1  # from the eigenvalues of a non-symmetric matrix
+
+
+def test_trap_imc2_and_mcc_match_on_near_independent_textures():
+    rng = np.random.default_rng(7)
+    img = np.round(rng.uniform(0, 255, (48, 48)))  # white noise: GLCM ~ px·py, where Imc2 rounds to NaN
+    _, got, report = _compare(np.repeat(img[None], 12, 0),
+                              np.stack([np.pad(np.ones((4 + k, 5 + k), bool), ((1, 43 - k), (2, 41 - k))) for k in range(12)]))
+    assert report == {}, report
+    assert np.isfinite(got[:, COL["original_glcm_Imc2"]]).all()
+
+
+def test_trap_glrlm_drops_an_angle_whose_lines_hold_one_pixel():
+    m = np.zeros((4, 4), bool)
+    m[2, 3] = m[3, 2] = m[3, 3] = True  # every (1, 1) diagonal holds one ROI pixel: that angle is dropped
+    f = _one(np.full((4, 4), 30.0), m)
+    assert f["original_glrlm_LongRunEmphasis"] == pytest.approx(2.5)  # not (2.5 + 2.5 + 2.5 + 1) / 4
+
+
+def test_degenerate_rois_are_rows_of_nan_or_pyradiomics_values_never_errors():
+    img = (np.arange(256).reshape(16, 16) % 200).astype(np.float64)
+    cases = np.zeros((6, 16, 16), bool)
+    cases[1, 3, 3] = True           # one pixel: refused by PyRadiomics -> NaN
+    cases[2, 2:10, 4] = True        # one pixel wide: refused -> NaN
+    cases[3, 2:4, 2:4] = True       # 2x2
+    cases[4, 5:12, 5:12] = True     # constant (below)
+    cases[5, :, :] = True           # whole image: PyRadiomics finds "nothing segmented" -> NaN
+    images = np.repeat(img[None], 6, 0)
+    images[4] = 77.0
+    ref, got, report = _compare(images, cases)
+    assert report == {}, report
+    assert np.isnan(got[[0, 1, 2, 5]]).all() and not np.isnan(got[[3, 4]]).all()
+
+
+def test_boxes_are_clipped_and_equal_masks():
+    images, _ = _rois(4, seed=3)
+    boxes = torch.tensor([[10, 12, 50, 40], [-20, -5, 30, 30], [60, 70, 200, 150], [0, 0, 96, 40]])
+    from cxrbench.radiomics import boxes_to_masks
+
+    masks = boxes_to_masks(boxes, 96, 96)
+    assert masks[1, 0, 0] and masks[1].sum() == 30 * 30 and masks[2].sum() == 36 * 26
+    a = extract(torch.from_numpy(images), boxes=boxes)
+    b = extract(torch.from_numpy(images), masks=masks)
+    assert torch.equal(torch.isnan(a), torch.isnan(b)) and torch.allclose(a.nan_to_num(), b.nan_to_num())
+
+
+def test_bad_input_is_refused_clearly():
+    img = torch.zeros(2, 8, 8)
+    with pytest.raises(RadiomicsInputError, match="differ in shape"):
+        extract(img, masks=torch.ones(2, 8, 9, dtype=torch.bool))
+    with pytest.raises(RadiomicsInputError, match="only 0 and 1"):
+        extract(img, masks=torch.full((2, 8, 8), 0.5))
+    bad = img.clone()
+    bad[0, 1, 1] = float("nan")
+    with pytest.raises(RadiomicsInputError, match="NaN pixels"):
+        extract(bad, masks=torch.ones(2, 8, 8, dtype=torch.bool))
+    with pytest.raises(RadiomicsInputError, match="negative width"):
+        extract(img, boxes=torch.tensor([[5, 5, 2, 7], [0, 0, 3, 3]]))
