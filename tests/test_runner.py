@@ -187,3 +187,16 @@ def test_two_stage_pipeline_consumes_the_first_cells_artifact(twin_factory, tmp_
     assert enc and all(torch.equal(a[k], b[k]) for k in enc)  # loaded and kept frozen
     assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("head."))
     assert json.loads((spec.runs_dir / consumer.run_id / "result.json").read_text())["fraction"] == 0.5
+
+
+def test_slurm_launcher_submits_one_job_per_cell_through_submitit(twin_factory, tmp_path):
+    """submitit's debug executor runs the job function that SLURM would run, in this process."""
+    root = twin_factory("nih", n=90, size=64)
+    spec_path = _spec(tmp_path, root, [{"name": "slurm", "task": "nih8-cls", "method": "toy", "config": TOY,
+                                        "data": "nih", "seeds": [0, 1], "overrides": {"trainer.max_epochs": 1}}])
+    res = _bench(spec_path, tmp_path, "--launcher", "debug")
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert res.stdout.count("[submitted]") == 2
+    assert len(list((tmp_path / "runs").rglob("result.json"))) == 2
+    again = _bench(spec_path, tmp_path, "--launcher", "debug")
+    assert again.returncode == 0 and "[submitted]" not in again.stdout  # finished cells are not resubmitted

@@ -93,6 +93,19 @@ def _shift(t: torch.Tensor, dy: int, dx: int, fill) -> torch.Tensor:
     return out
 
 
+class _Padded:
+    """A tensor padded by one pixel, whose neighbour views cost nothing (no copy per shift)."""
+
+    def __init__(self, t: torch.Tensor, fill):
+        self.h, self.w = t.shape[-2:]
+        self.p = torch.nn.functional.pad(t, (1, 1, 1, 1), value=fill) if t.dtype != torch.bool else \
+            torch.nn.functional.pad(t.to(torch.uint8), (1, 1, 1, 1), value=int(fill)).bool()
+
+    def at(self, dy: int, dx: int) -> torch.Tensor:
+        """view[y, x] = t[y + dy, x + dx] (fill outside), for |dy|, |dx| <= 1."""
+        return self.p[..., 1 + dy:1 + dy + self.h, 1 + dx:1 + dx + self.w]
+
+
 def _nanmean(x: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.nanmean(x, dim=dim)
 
@@ -161,24 +174,17 @@ def _firstorder(x: torch.Tensor, m: torch.Tensor, bins: torch.Tensor, G: int, ou
         out[:, _COL[f"original_firstorder_{k}"]] = val
 
 
-def _pairs(bins, m, dy, dx):
-    """(center bins, neighbour bins, both-in-ROI) for offset (dy, dx)."""
-    nb = _shift(bins, dy, dx, 0)
-    nm = _shift(m, dy, dx, False)
-    return bins, nb, m & nm
-
-
 def _glcm(bins, m, G, ng, n_present, out):
     n = bins.shape[0]
     A = len(ANGLES)
     dev, dt = bins.device, torch.float64
-    P = torch.zeros(n * A * G * G, dtype=dt, device=dev)
-    roi = torch.arange(n, device=dev)[:, None, None]
+    pb, pm = _Padded(bins, 0), _Padded(m, False)
+    base = (torch.arange(n, device=dev)[:, None, None] * A * G + (bins - 1)) * G - 1
+    keys = []
     for a, (dy, dx) in enumerate(ANGLES):
-        c, nb, ok = _pairs(bins, m, dy, dx)
-        idx = ((roi * A + a) * G + (c - 1)) * G + (nb - 1)
-        P.index_add_(0, idx[ok], torch.ones(int(ok.sum()), dtype=dt, device=dev))
-    P = P.view(n, A, G, G)
+        ok = m & pm.at(dy, dx)
+        keys.append((base + a * G * G + pb.at(dy, dx))[ok])
+    P = torch.bincount(torch.cat(keys), minlength=n * A * G * G).to(dt).view(n, A, G, G)
     P = P + P.transpose(2, 3)
     s = P.sum((2, 3), keepdim=True)
     P = P / torch.where(s == 0, torch.nan, s)  # empty angle -> NaN, dropped by the nanmeans
@@ -276,11 +282,16 @@ def _glrlm(bins, m, G, out):
     multi = torch.zeros(n, A, dtype=torch.bool, device=dev)
     fb, fm = bins.to(torch.int16).reshape(n, -1), m.reshape(n, -1)  # int16: 4x less memory traffic
     for a, (dy, dx) in enumerate(ANGLES):
-        idx = _line_index(h, w, dy, dx, dev)
-        valid = idx >= 0
-        g = torch.where(valid, idx, 0)
-        lb = fb[:, g]  # [n, lines, L]
-        lm = fm[:, g] & valid
+        if (dy, dx) == (0, 1):  # rows are lines already
+            lb, lm = fb.view(n, h, w), m
+        elif (dy, dx) == (1, 0):  # columns
+            lb, lm = fb.view(n, h, w).transpose(1, 2).contiguous(), m.transpose(1, 2).contiguous()
+        else:  # diagonals: gather them into rows
+            idx = _line_index(h, w, dy, dx, dev)
+            valid = idx >= 0
+            g = torch.where(valid, idx, 0)
+            lb = fb[:, g]  # [n, lines, L]
+            lm = fm[:, g] & valid
         prev_b = torch.nn.functional.pad(lb[..., :-1], (1, 0), value=0)
         prev_m = torch.nn.functional.pad(lm[..., :-1], (1, 0), value=False)
         start = lm & ~(prev_m & (prev_b == lb))
@@ -428,22 +439,21 @@ def _glszm(bins, m, G, out):
 def _gldm_ngtdm(bins, m, G, out):
     n = bins.shape[0]
     dev, dt = bins.device, torch.float64
-    dep = torch.zeros_like(bins)
-    count = torch.zeros(bins.shape, dtype=dt, device=dev)
-    total = torch.zeros(bins.shape, dtype=dt, device=dev)
+    b16 = bins.to(torch.int16)  # small ints: exact, and 4x less memory traffic than int64
+    pb, pm = _Padded(b16, 0), _Padded(m, False)
+    dep = torch.zeros_like(b16)
+    count = torch.zeros_like(b16)
+    total = torch.zeros_like(b16)
     for dy, dx in NEIGHBOURS:
-        nb_b, nb_m = _shift(bins, dy, dx, 0), _shift(m, dy, dx, False)
-        ok = m & nb_m
-        dep += (ok & (nb_b == bins)).long()  # alpha = 0
-        count += ok.to(dt)
-        total += torch.where(ok, nb_b.to(dt), 0.0)
+        nb_b, ok = pb.at(dy, dx), pm.at(dy, dx) & m
+        dep += ok & (nb_b == b16)  # alpha = 0
+        count += ok
+        total += nb_b * ok
     roi = torch.arange(n, device=dev)[:, None, None].expand_as(bins)[m]
     gl = bins[m]
     # GLDM: P[roi, gray level, dependence]; dependence values 1..9 (count of equal neighbours + 1)
     D = len(NEIGHBOURS) + 1
-    P = torch.zeros(n * G * D, dtype=dt, device=dev)
-    P.index_add_(0, (roi * G + (gl - 1)) * D + dep[m], torch.ones(len(gl), dtype=dt, device=dev))
-    P = P.view(n, G, D)
+    P = torch.bincount((roi * G + (gl - 1)) * D + dep[m].long(), minlength=n * G * D).to(dt).view(n, G, D)
     iv = torch.arange(1, G + 1, dtype=dt, device=dev)[:, None]
     jv = torch.arange(1, D + 1, dtype=dt, device=dev)[None, :]
     pd, pg = P.sum(1), P.sum(2)
@@ -468,9 +478,10 @@ def _gldm_ngtdm(bins, m, G, out):
         out[:, _COL[f"original_gldm_{k}"]] = val
 
     # NGTDM: n_i (pixels of level i) and s_i (Σ |i - mean of neighbours in the ROI|; 0 without neighbours)
-    diff = torch.where(count > 0, (bins.to(dt) - total / count.clamp_min(1)).abs(), 0.0)
+    cm, tm = count[m].to(dt), total[m].to(dt)
+    diff_m = torch.where(cm > 0, (gl.to(dt) - tm / cm.clamp_min(1)).abs(), 0.0)
     ni = torch.zeros(n * G, dtype=dt, device=dev).index_add_(0, roi * G + (gl - 1), torch.ones(len(gl), dtype=dt, device=dev)).view(n, G)
-    si = torch.zeros(n * G, dtype=dt, device=dev).index_add_(0, roi * G + (gl - 1), diff[m]).view(n, G)
+    si = torch.zeros(n * G, dtype=dt, device=dev).index_add_(0, roi * G + (gl - 1), diff_m).view(n, G)
     Nvp = ni.sum(1)
     p = ni / Nvp[:, None]
     present = ni > 0
