@@ -1,0 +1,80 @@
+"""BYOA (RGT §III-B) on synthetic attention maps with known peaks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from cxrbench.models.byoa import ClassBoxPrior, byoa_boxes, label_components
+
+
+def _prior(k=1, size=(0.25, 0.25), center=(0.5, 0.5)):
+    return ClassBoxPrior([f"c{i}" for i in range(k)], torch.tensor([center] * k), torch.tensor([size] * k))
+
+
+def _peak(h, w, cy, cx, sigma):
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    return torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
+
+
+def test_box_of_the_class_size_is_centred_on_the_attention_peak():
+    att = torch.stack([_peak(64, 64, 20, 44, 3), _peak(64, 64, 44, 20, 3)])[None]  # [1, 2, 64, 64]
+    boxes = byoa_boxes(att, _prior(2, size=(0.25, 0.125)))
+    for (cy, cx), box in zip([(20, 44), (44, 20)], boxes[0]):
+        x0, y0, x1, y1 = box.tolist()
+        assert abs((x0 + x1) / 2 - (cx + 0.5)) <= 1 and abs((y0 + y1) / 2 - (cy + 0.5)) <= 1
+    assert boxes[0, 0, 2] - boxes[0, 0, 0] == pytest.approx(16) and boxes[0, 0, 3] - boxes[0, 0, 1] == pytest.approx(8)
+
+
+def test_the_largest_qualifying_component_wins():
+    att = (_peak(80, 80, 20, 20, 6) + 0.99 * _peak(80, 80, 60, 60, 3))[None, None]
+    box = byoa_boxes(att, _prior(1, size=(0.1, 0.1)))[0, 0]
+    assert abs(float(box[0] + box[2]) / 2 - 20.5) <= 1.5 and abs(float(box[1] + box[3]) / 2 - 20.5) <= 1.5
+
+
+def test_a_centre_outside_the_top_pixels_falls_back_to_the_class_mean_box():
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    r = torch.sqrt((ys - 32) ** 2 + (xs - 32) ** 2)
+    ring = torch.exp(-((r - 24) ** 2) / 8)[None, None]  # the centre of mass of a ring is its empty middle
+    prior = _prior(1, size=(0.2, 0.3), center=(0.25, 0.75))
+    box = byoa_boxes(ring, prior, dilations=0)[0, 0]
+    assert torch.allclose(box, torch.tensor([16 - 6.4, 48 - 9.6, 16 + 6.4, 48 + 9.6]), atol=1e-4)
+
+
+def test_components_match_scipy_4_connectivity():
+    rng = np.random.default_rng(0)
+    masks = rng.random((6, 30, 40)) < 0.45
+    labels = label_components(torch.from_numpy(masks)).numpy()
+    for m, lab in zip(masks, labels):
+        ref, n = ndimage.label(m)  # scipy's default: 4-connected
+        assert len(np.unique(lab[m])) == n
+        for k in range(1, n + 1):
+            assert len(np.unique(lab[ref == k])) == 1
+
+
+def test_bad_settings_are_refused():
+    att = torch.rand(1, 1, 16, 16)
+    with pytest.raises(ValueError, match=r"T must be in \(0, 1\)"):
+        byoa_boxes(att, _prior(), top=1.5)
+    with pytest.raises(ValueError, match="2 classes in the box prior"):
+        byoa_boxes(att, _prior(2))
+    bad = att.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        byoa_boxes(bad, _prior())
+
+
+def test_prior_comes_from_the_box_file(twin_factory):
+    from data_modules import NIH
+
+    dm = NIH(twin_factory("nih", n=300, size=128), protocol="rgt", label_set="nih8", cache=False)
+    index = dm.prepare_index()
+    prior = ClassBoxPrior.from_index(index)
+    b = index.boxes[index.boxes["label"] == "Cardiomegaly"]
+    assert prior.size[1, 0] == pytest.approx(((b["x1"] - b["x0"]) / 128).mean())
+    assert prior.center[1, 1] == pytest.approx((((b["y0"] + b["y1"]) / 2) / 128).mean())
+    dm14 = NIH(twin_factory("nih", n=300, size=128), protocol="rgt", label_set="nih14", cache=False)
+    with pytest.raises(ValueError, match=r"no box in the training data for class\(es\) \['Consolidation'"):
+        ClassBoxPrior.from_index(dm14.prepare_index())
