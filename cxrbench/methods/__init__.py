@@ -2,7 +2,8 @@
 
 from .amm import AMM, GAPBaseline
 from .base import CXRModule
+from .rgt import RGT, ViTBaseline
 
-METHODS = {"amm": AMM, "gap": GAPBaseline}
+METHODS = {"amm": AMM, "gap": GAPBaseline, "rgt": RGT, "vit": ViTBaseline}
 
-__all__ = ["METHODS", "CXRModule", "AMM", "GAPBaseline"]
+__all__ = ["METHODS", "CXRModule", "AMM", "GAPBaseline", "RGT", "ViTBaseline"]
