@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from cxrbench.models.byoa import ClassBoxPrior, byoa_boxes, label_components
+from cxrbench.models.byoa import ClassBoxPrior, byoa_boxes, label_components, propagate_components
 
 
 def _prior(k=1, size=(0.25, 0.25), center=(0.5, 0.5)):
@@ -46,7 +46,9 @@ def test_a_centre_outside_the_top_pixels_falls_back_to_the_class_mean_box():
 def test_components_match_scipy_4_connectivity():
     rng = np.random.default_rng(0)
     masks = rng.random((6, 30, 40)) < 0.45
-    labels = label_components(torch.from_numpy(masks)).numpy()
+    labels = label_components(torch.from_numpy(masks)).numpy()  # scipy on the CPU
+    propagated = propagate_components(torch.from_numpy(masks)).numpy()  # the GPU path, run here on the CPU
+    assert np.array_equal(labels, propagated)
     for m, lab in zip(masks, labels):
         ref, n = ndimage.label(m)  # scipy's default: 4-connected
         assert len(np.unique(lab[m])) == n
