@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_modules.io import atomic_write_text
+
 from .localization import THRESHOLDS
 from .papers import reference
 from .results import read_results
@@ -130,12 +132,6 @@ def render_board(board: Board, table: pd.DataFrame, records: list[dict]) -> tupl
     return "\n".join(header + lines + [""]), sub
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def plots(table: pd.DataFrame, records: list[dict], out: Path) -> list[Path]:
     import matplotlib
 
@@ -203,13 +199,13 @@ def build_leaderboards(runs_dir: str | Path, out: str | Path = "results") -> lis
     written = []
     for board in BOARDS:
         md, sub = render_board(board, table, records)
-        _atomic_write(out / f"leaderboard_{board.name}.md", md)
+        atomic_write_text(out / f"leaderboard_{board.name}.md", md)
         recs = [r for r in records if r["task"] in board.tasks]
         csv = sub.assign(
             data=" + ".join(sorted({r["provenance"]["data"] for r in recs})) if recs else "",
             scale=" ".join(sorted({str(r["provenance"]["scale"]) for r in recs})),
             commits=" ".join(sorted({str(r["provenance"]["commit"])[:10] for r in recs})),
         )
-        _atomic_write(out / f"leaderboard_{board.name}.csv", csv.to_csv(index=False))
+        atomic_write_text(out / f"leaderboard_{board.name}.csv", csv.to_csv(index=False))
         written += [out / f"leaderboard_{board.name}.md", out / f"leaderboard_{board.name}.csv"]
     return written + plots(table, records, out)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
+
+from data_modules.io import atomic_write_text
 
 REQUIRED = {"run_id": str, "method": str, "task": str, "seed": int, "fraction": (int, float),
             "metrics": dict, "provenance": dict}
@@ -59,11 +60,7 @@ def write_result(folder: str | Path, record: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     validate({**record, "metrics": {k: (math.nan if v is None else v) for k, v in record["metrics"].items()}},
              str(folder / RESULT_FILE))
-    path = folder / RESULT_FILE
-    tmp = folder / f".{RESULT_FILE}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(_clean(record), indent=1, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(folder / RESULT_FILE, json.dumps(_clean(record), indent=1, sort_keys=True))
 
 
 def read_results(root: str | Path) -> list[dict]:

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .io import read_image
+from .io import atomic_write_text, read_image
 
 FORMAT = 1
 
@@ -120,9 +120,7 @@ class ImageCache:
             os.replace(tmp_data, self.data_path)
             os.replace(tmp_sizes, self.sizes_path)
             meta = {"key": self.key, "shape": [n, s, s], "format": FORMAT, "n_images": n}
-            tmp_meta = Path(f"{self.meta_path}.tmp{os.getpid()}")
-            tmp_meta.write_text(json.dumps(meta))
-            os.replace(tmp_meta, self.meta_path)
+            atomic_write_text(self.meta_path, json.dumps(meta))
         finally:
             for t in (tmp_data, tmp_sizes):
                 with contextlib.suppress(FileNotFoundError):

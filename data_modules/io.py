@@ -12,6 +12,15 @@ import pandas as pd
 from PIL import Image
 
 
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` to a temporary sibling, then rename it over ``path``: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 class DataError(ValueError):
     """Bad or missing input data; the message names what is wrong and what was expected."""
 

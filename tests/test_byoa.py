@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from cxrbench.models.byoa import ClassBoxPrior, byoa_boxes, label_components, propagate_components
+from cxrbench.components import label_regions, propagate_regions
+from cxrbench.models.byoa import ClassBoxPrior, byoa_boxes
 
 
 def _prior(k=1, size=(0.25, 0.25), center=(0.5, 0.5)):
@@ -46,8 +47,9 @@ def test_a_centre_outside_the_top_pixels_falls_back_to_the_class_mean_box():
 def test_components_match_scipy_4_connectivity():
     rng = np.random.default_rng(0)
     masks = rng.random((6, 30, 40)) < 0.45
-    labels = label_components(torch.from_numpy(masks)).numpy()  # scipy on the CPU
-    propagated = propagate_components(torch.from_numpy(masks)).numpy()  # the GPU path, run here on the CPU
+    zeros = torch.zeros(masks.shape, dtype=torch.uint8)
+    labels = label_regions(zeros, torch.from_numpy(masks), 4).numpy()  # scipy on the CPU
+    propagated = propagate_regions(zeros, torch.from_numpy(masks), 4).numpy()  # the GPU path, run here on the CPU
     assert np.array_equal(labels, propagated)
     for m, lab in zip(masks, labels):
         ref, n = ndimage.label(m)  # scipy's default: 4-connected
@@ -80,3 +82,16 @@ def test_prior_comes_from_the_box_file(twin_factory):
     dm14 = NIH(twin_factory("nih", n=300, size=128), protocol="rgt", label_set="nih14", cache=False)
     with pytest.raises(ValueError, match=r"no box in the training data for class\(es\) \['Consolidation'"):
         ClassBoxPrior.from_index(dm14.prepare_index())
+
+
+def test_equal_value_regions_8_connected_on_both_paths():
+    """The GLSZM case: regions of equal gray level, 8-connected, maps of the stack never merge."""
+    rng = np.random.default_rng(1)
+    values = torch.from_numpy(rng.integers(1, 4, (5, 20, 24)))
+    mask = torch.from_numpy(rng.random((5, 20, 24)) < 0.8)
+    labels = label_regions(values, mask, 8)
+    assert torch.equal(labels, propagate_regions(values, mask, 8))
+    structure = ndimage.generate_binary_structure(2, 2)
+    for v, m, lab in zip(values.numpy(), mask.numpy(), labels.numpy()):
+        expected = sum(ndimage.label(m & (v == g), structure=structure)[1] for g in np.unique(v[m]))
+        assert len(np.unique(lab[m])) == expected

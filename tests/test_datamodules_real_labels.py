@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_modules.chexpert import OBSERVATIONS, abnormal_labels, apply_policy, chexpert_splits, index_from_table
+from data_modules.chexpert import OBSERVATIONS, apply_policy, chexpert_splits, index_from_table
 from data_modules.nih import NIH14, boxes_table, index_from_entries, nih_splits
 from data_modules.siim import group_masks
 from data_modules.twin.sources import real_file

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..components import label_regions
+
 
 @dataclass
 class ClassBoxPrior:
@@ -67,44 +69,6 @@ def _cross_dilate(x: torch.Tensor) -> torch.Tensor:
     return x | p[..., :-2, 1:-1] | p[..., 2:, 1:-1] | p[..., 1:-1, :-2] | p[..., 1:-1, 2:]
 
 
-def label_components(mask: torch.Tensor) -> torch.Tensor:
-    """4-connected components of a batch of binary maps [N, H, W]: each pixel's smallest member index
-    (over the whole batch), -1 outside. Min-label propagation with pointer jumping, all maps at once."""
-    n, h, w = mask.shape
-    if mask.device.type == "cpu":
-        # One C-speed scipy call over the stack (in-plane cross structure: maps never merge); the
-        # propagation below needs many passes over large blobs and is meant for GPUs.
-        from scipy import ndimage
-
-        structure = np.zeros((3, 3, 3), bool)
-        structure[1] = ndimage.generate_binary_structure(2, 1)
-        lab, _ = ndimage.label(mask.numpy(), structure=structure)
-        lab = torch.from_numpy(lab.astype(np.int64))
-        first = torch.full((int(lab.max()) + 1,), n * h * w, dtype=torch.long)
-        flat = lab.reshape(-1)
-        first.scatter_reduce_(0, flat, torch.arange(len(flat)), reduce="amin")  # smallest member index
-        return torch.where(mask, first[lab], -1)
-    return propagate_components(mask)
-
-
-def propagate_components(mask: torch.Tensor) -> torch.Tensor:
-    """The GPU path of ``label_components``: min-label propagation with pointer jumping."""
-    n, h, w = mask.shape
-    N = n * h * w
-    big = N
-    label = torch.where(mask, torch.arange(N, device=mask.device).view(n, h, w), big)
-    while True:
-        p = F.pad(label, (1, 1, 1, 1), value=big)
-        nb = torch.minimum(torch.minimum(p[:, :-2, 1:-1], p[:, 2:, 1:-1]), torch.minimum(p[:, 1:-1, :-2], p[:, 1:-1, 2:]))
-        new = torch.where(mask, torch.minimum(label, nb), big)
-        flat = new.reshape(-1)
-        jumped = torch.where(flat < big, flat[flat.clamp(max=N - 1)], flat).view(n, h, w)
-        jumped = torch.minimum(jumped, new)
-        if torch.equal(jumped, label):
-            return torch.where(mask, label, -1)
-        label = jumped
-
-
 @torch.no_grad()
 def byoa_boxes(attention: torch.Tensor, prior: ClassBoxPrior, top: float = 0.1, dilations: int = 5) -> torch.Tensor:
     """Attention [B, K, H, W] (one map per class token, at the image's size) -> boxes [B, K, 4] (XYXY px)."""
@@ -121,7 +85,7 @@ def byoa_boxes(attention: torch.Tensor, prior: ClassBoxPrior, top: float = 0.1, 
     grown = F.max_pool2d(kept[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0  # maximum filter 3×3
     for _ in range(dilations):
         grown = _cross_dilate(grown)
-    labels = label_components(grown)
+    labels = label_regions(torch.zeros_like(grown, dtype=torch.uint8), grown, connectivity=4)
     # centre of mass and size of every component
     ys, xs = torch.meshgrid(torch.arange(h, device=maps.device), torch.arange(w, device=maps.device), indexing="ij")
     inside = labels >= 0

@@ -35,6 +35,7 @@ import math
 import numpy as np
 import torch
 
+from ..components import label_regions
 from .mc_tables import GRID_ANGLES, TRI_TABLE, VERT_LIST
 from .reference import FEATURE_NAMES
 
@@ -81,16 +82,6 @@ def _check(images: torch.Tensor, masks: torch.Tensor) -> None:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-
-
-def _shift(t: torch.Tensor, dy: int, dx: int, fill) -> torch.Tensor:
-    """out[y, x] = t[y + dy, x + dx], ``fill`` outside."""
-    out = torch.full_like(t, fill)
-    h, w = t.shape[-2:]
-    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
-    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-    out[..., yd, xd] = t[..., ys, xs]
-    return out
 
 
 class _Padded:
@@ -335,52 +326,10 @@ def _glrlm(bins, m, G, out):
         out[:, _COL[f"original_glrlm_{k}"]] = _nanmean(val, 1)
 
 
-def _zones(bins, m):
-    """8-connected zones of equal gray level: root (a flat index over the chunk) of every ROI pixel.
-
-    On the CPU: one C-speed ``scipy.ndimage.label`` per gray level over the whole chunk (the 3×3×3
-    structure links pixels in-plane only, so ROIs never merge). On a GPU: min-label propagation with
-    pointer jumping, all ROIs at once. Both give the same partition; roots differ but are only keys.
-    """
-    if bins.device.type == "cpu":
-        from scipy import ndimage
-
-        structure = np.zeros((3, 3, 3), bool)
-        structure[1] = True
-        b = bins.numpy()
-        mk = m.numpy()
-        label = np.full(b.shape, -1, np.int64)
-        offset = 0
-        for g in np.unique(b[mk]):
-            lab, cnt = ndimage.label(mk & (b == g), structure=structure)
-            sel = lab > 0
-            label[sel] = lab[sel] - 1 + offset
-            offset += cnt
-        return torch.from_numpy(label)
-    n, h, w = bins.shape
-    N = n * h * w
-    big = N
-    label = torch.where(m, torch.arange(N, device=bins.device).view(n, h, w), big)
-    same = []
-    for dy, dx in NEIGHBOURS:
-        nb_b, nb_m = _shift(bins, dy, dx, -1), _shift(m, dy, dx, False)
-        same.append(m & nb_m & (nb_b == bins))
-    while True:
-        new = label
-        for (dy, dx), s in zip(NEIGHBOURS, same):
-            new = torch.where(s, torch.minimum(new, _shift(label, dy, dx, big)), new)
-        flat = new.reshape(-1)  # pointer jumping: follow each pixel's label to its label's label
-        jumped = torch.where(flat < big, flat[flat.clamp(max=N - 1)], flat)
-        jumped = torch.minimum(jumped, flat).view(n, h, w)
-        if torch.equal(jumped, label):
-            return label
-        label = jumped
-
-
 def _glszm(bins, m, G, out):
     n = bins.shape[0]
     dev, dt = bins.device, torch.float64
-    label = _zones(bins, m).to(dev)
+    label = label_regions(bins, m, connectivity=8)  # GLSZM zones: 8-connected, equal gray level
     zone = label[m]
     zid, inverse, counts = torch.unique(zone, return_inverse=True, return_counts=True)
     sizes = counts.to(dt)
@@ -510,7 +459,6 @@ def _gldm_ngtdm(bins, m, G, out):
 
 
 def _shape(m, out):
-    n = m.shape[0]
     dt = torch.float64
     ys, xs = torch.meshgrid(torch.arange(m.shape[1], device=m.device, dtype=dt),
                             torch.arange(m.shape[2], device=m.device, dtype=dt), indexing="ij")

@@ -20,13 +20,9 @@ from pathlib import Path
 
 import torch
 
+from data_modules.io import atomic_write_text
+
 from ..results import RESULT_FILE
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def _loadable(ckpt: Path) -> bool:
@@ -99,7 +95,7 @@ def run_cell(run_dir: str | Path, devices: int | None = None) -> Path:
             tmp = run_dir / f".model.ckpt.tmp{os.getpid()}"
             shutil.copyfile(best, tmp)
             os.replace(tmp, run_dir / "model.ckpt")
-            _atomic_json(done, {"best": best})
+            atomic_write_text(done, json.dumps({"best": best}, indent=1))
     trainer.test(model, dm, ckpt_path=str(run_dir / "model.ckpt"), verbose=False)
     return result
 

@@ -7,12 +7,13 @@ interrupted; a failed cell does not stop independent cells, and its dependents a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from data_modules.io import atomic_write_text
 
 from ..results import RESULT_FILE
 from .spec import Cell, Spec, SpecError
@@ -49,11 +50,8 @@ def write_cell(spec: Spec, cell: Cell) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     meta = {"run_id": cell.run_id, "name": cell.name, "task": cell.task, "method": cell.method, "seed": cell.seed,
             "fraction": cell.fraction, "scale": cell.scale, "needs": cell.needs}
-    for fname, text in (("config.yaml", yaml.safe_dump(cell.config, sort_keys=True)),
-                        ("cell.json", json.dumps(meta, indent=1))):
-        tmp = d / f".{fname}.tmp{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, d / fname)
+    atomic_write_text(d / "config.yaml", yaml.safe_dump(cell.config, sort_keys=True))
+    atomic_write_text(d / "cell.json", json.dumps(meta, indent=1))
     return d
 
 

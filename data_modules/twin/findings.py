@@ -193,7 +193,7 @@ def edema(img, mk, chest, box, rng, amp):
     """Bilateral perihilar (bat-wing) haze."""
     win, xx, yy = _window(img, box)
     x0, y0, x1, y1 = box
-    cx, cy, bw = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0
+    cx, bw = (x0 + x1) / 2, x1 - x0
     wings = sum(_ellipse(xx, yy, (c - bw * 0.2, y0, c + bw * 0.2, y1), edge=0.8) for c in (cx - bw * 0.22, cx + bw * 0.22))
     haze = 0.6 + 0.4 * _patchy(rng, xx.shape, bw / 10, 0.6)
     img[win] += amp * 0.9 * np.clip(wings, 0, 1) * haze * chest.lung_mask()[win]
@@ -299,7 +299,7 @@ KNOWN = set(RENDERERS) | GEOMETRIC
 def plausible_box(finding: str, chest: Chest, rng: np.random.Generator) -> Box:
     """Where a finding without an annotation is drawn, in pixels."""
     finding = canonical(finding)
-    h, w = chest.height, chest.width
+    w = chest.width
     sides = side_boxes(chest)
     side = int(rng.choice(list(sides))) if sides else 1
     x0, y0, x1, y1 = sides.get(side, chest.lung_box)

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..io import atomic_write_text
+
 MANIFEST = "twin.json"
 TWIN_FORMAT = 2  # bump when the same spec would draw different pixels
 
@@ -102,9 +104,7 @@ def _diff(a: dict, b: dict) -> str:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = Path(f"{path}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:
