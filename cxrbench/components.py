@@ -32,25 +32,39 @@ def _smallest_member(region: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, first[region.clamp_min(0)], -1)
 
 
-def label_regions(values: torch.Tensor, mask: torch.Tensor, connectivity: int = 8) -> torch.Tensor:
-    """[N, H, W] values and bool mask -> [N, H, W] long labels (smallest member index, -1 outside)."""
+def label_regions(values: torch.Tensor, mask: torch.Tensor, connectivity: int = 8,
+                  canonical: bool = True) -> torch.Tensor:
+    """[N, H, W] values and bool mask -> [N, H, W] long labels, -1 outside the mask.
+
+    ``canonical``: each label is the smallest flat index of its region (the same on every device).
+    Otherwise labels are only distinct per region (< N·H·W), which saves a pass where only the
+    partition matters (GLSZM).
+    """
     if connectivity not in _OFFSETS:
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
     if mask.device.type != "cpu":
         return propagate_regions(values, mask, connectivity)
     from scipy import ndimage
 
-    structure = np.zeros((3, 3, 3), bool)
-    structure[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-    v, mk = values.numpy(), mask.numpy()
-    region = np.full(v.shape, -1, np.int64)
+    n, h, w = mask.shape
+    # The maps stacked into one 2D image with an empty row between them: a 2D labelling is cheaper
+    # than a 3D one with an in-plane structure, and the empty rows keep maps apart.
+    mk = np.zeros((n, h + 1, w), bool)
+    mk[:, :h] = mask.numpy()
+    v = np.zeros((n, h + 1, w), values.numpy().dtype)
+    v[:, :h] = values.numpy()
+    mk, v = mk.reshape(-1, w), v.reshape(-1, w)
+    structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    region = np.zeros(mk.shape, np.int64)
+    lab = np.empty(mk.shape, np.int32)
     offset = 0
-    for g in np.unique(v[mk]):
-        lab, count = ndimage.label(mk & (v == g), structure=structure)
-        sel = lab > 0
-        region[sel] = lab[sel] - 1 + offset
+    for g in torch.unique(values[mask]).numpy():
+        count = ndimage.label(mk & (v == g), structure=structure, output=lab)
+        np.add(lab, offset, out=lab, where=lab > 0)
+        region += lab
         offset += count
-    return _smallest_member(torch.from_numpy(region), mask)
+    region = torch.from_numpy(region.reshape(n, h + 1, w)[:, :h] - 1)  # 0..K-1 inside, -1 outside
+    return _smallest_member(region, mask) if canonical else region
 
 
 def propagate_regions(values: torch.Tensor, mask: torch.Tensor, connectivity: int = 8) -> torch.Tensor:

@@ -175,3 +175,78 @@ def test_bad_input_is_refused_clearly():
         extract(bad, masks=torch.ones(2, 8, 8, dtype=torch.bool))
     with pytest.raises(RadiomicsInputError, match="negative width"):
         extract(img, boxes=torch.tensor([[5, 5, 2, 7], [0, 0, 3, 3]]))
+
+
+def test_non_integer_gray_values_take_the_sorted_path_and_still_match():
+    # First-order statistics of small integer gray values come from a per-ROI histogram; any other
+    # values are sorted. Both paths must match PyRadiomics.
+    images, masks = _rois(24, seed=5)
+    jitter = np.random.default_rng(5).uniform(0, 1, images.shape)
+    _, _, report = _compare(images + jitter, masks)
+    assert report == {}, report
+
+
+def test_diameters_from_hull_candidates_equal_all_vertex_pairs():
+    # PyRadiomics compares all O(V²) mesh vertices; the engine keeps only row extremes that can be
+    # hull vertices. On random blobs and boxes, brute force over every vertex must agree exactly.
+    from cxrbench.radiomics.engine import _mesh_shape
+
+    rng = np.random.default_rng(11)
+    masks = []
+    for k in range(40):
+        if k % 4 == 0:
+            m = np.zeros((20, 24), bool)
+            y, x = rng.integers(0, 10, 2)
+            m[y:y + rng.integers(2, 10), x:x + rng.integers(2, 14)] = True
+        else:
+            f = ndimage.gaussian_filter(rng.standard_normal((20, 24)), rng.uniform(1, 3))
+            m = f > rng.uniform(-0.1, 0.3)
+        masks.append(m)
+    masks = np.stack(masks)
+    out = torch.full((len(masks), len(FEATURE_NAMES)), np.nan, dtype=torch.float64)
+    _mesh_shape(torch.from_numpy(masks), out)
+    for m, row in zip(masks, out.numpy()):
+        ys, xs = np.nonzero(m)
+        if len(ys) == 0:
+            continue
+        # mesh vertices: pixel centres at z = ±0.5, and the midpoints of in/out edges at z = 0
+        centres = np.stack([ys, xs], 1).astype(float)
+        p = np.pad(m, 1)
+        mids = []
+        for dy, dx in ((0, 1), (1, 0)):
+            a, b = p[1:-1, 1:-1], p[1 + dy:p.shape[0] - 1 + dy, 1 + dx:p.shape[1] - 1 + dx]
+            for yy, xx in zip(*np.nonzero(a != b)):
+                mids.append((yy + dy / 2, xx + dx / 2))
+            a2 = p[1 - dy:p.shape[0] - 1 - dy, 1 - dx:p.shape[1] - 1 - dx]
+            for yy, xx in zip(*np.nonzero(a2 != a)):
+                mids.append((yy - dy / 2, xx - dx / 2))
+        mids = np.array(mids)
+        pts3 = np.concatenate([np.c_[centres, np.full(len(centres), 0.5)], np.c_[centres, np.full(len(centres), -0.5)],
+                               np.c_[mids, np.zeros(len(mids))]])
+        d3 = np.sqrt(((pts3[:, None] - pts3[None]) ** 2).sum(-1).max())
+        pts2 = np.concatenate([centres, mids])
+        d2 = np.sqrt(((pts2[:, None] - pts2[None]) ** 2).sum(-1).max())
+        assert row[COL["original_shape_Maximum3DDiameter"]] == pytest.approx(d3, abs=1e-9)
+        assert row[COL["original_shape_Maximum2DDiameterSlice"]] == pytest.approx(d2, abs=1e-9)
+
+
+def test_too_many_gray_levels_are_refused_with_advice():
+    img = torch.arange(64 * 64, dtype=torch.float64).view(1, 64, 64) * 4.0  # 0..16380: 656 bins of 25
+    mask = torch.ones(1, 64, 64, dtype=torch.bool)
+    mask[:, 0] = False  # (a mask over the whole image is a NaN row, not an error)
+    with pytest.raises(RadiomicsInputError, match="bin_width"):
+        extract(img, masks=mask)
+
+
+def test_partition_labels_equal_canonical_labels():
+    from cxrbench.components import label_regions
+
+    rng = np.random.default_rng(2)
+    values = torch.from_numpy(rng.integers(1, 4, (6, 15, 17)))
+    mask = torch.from_numpy(rng.uniform(size=(6, 15, 17)) > 0.2)
+    canonical = label_regions(values, mask, 8).numpy()
+    raw = label_regions(values, mask, 8, canonical=False).numpy()
+    inside = mask.numpy()
+    pairs = {(a, b) for a, b in zip(canonical[inside], raw[inside])}
+    assert len(pairs) == len(set(canonical[inside])) == len(set(raw[inside]))  # a bijection of zones
+    assert (raw[~inside] == -1).all()
