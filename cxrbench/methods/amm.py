@@ -36,10 +36,10 @@ class AMM(CXRModule):
 
     def __init__(self, backbone: str = "densenet121", lr: float = 1e-4, momentum: float = 0.9,
                  plateau_factor: float = 0.3, plateau_patience: int = 15, pretrained: bool = False,
-                 class_weighted: bool = True, **kwargs):
+                 class_weighted: bool = True, backbone_stage: int = -1, **kwargs):
         super().__init__(class_weighted=class_weighted, **kwargs)
         self.save_hyperparameters()
-        self.backbone = Backbone(backbone, in_chans=1, pretrained=pretrained)
+        self.backbone = Backbone(backbone, in_chans=1, pretrained=pretrained, stage=backbone_stage)
         self.head = self.make_head(self.backbone.out_channels)
 
     def make_head(self, channels: int):

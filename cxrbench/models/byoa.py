@@ -16,6 +16,8 @@ file (``ClassBoxPrior.from_index``), never from constants.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +65,16 @@ class ClassBoxPrior:
         return cls(list(index.classes), torch.tensor(center), torch.tensor(size))
 
 
+def _quantile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """torch.quantile(x, q, dim=1) (linear interpolation) from two k-th values: O(n), no full sort."""
+    pos = q * (x.shape[1] - 1)
+    lo = math.floor(pos)
+    a = torch.kthvalue(x, lo + 1, dim=1).values
+    if pos == lo:
+        return a
+    return torch.lerp(a, torch.kthvalue(x, lo + 2, dim=1).values, pos - lo)
+
+
 def _cross_dilate(x: torch.Tensor) -> torch.Tensor:
     """One binary dilation with the 4-connected cross (scipy's default structuring element)."""
     p = F.pad(x, (1, 1, 1, 1))
@@ -80,20 +92,25 @@ def byoa_boxes(attention: torch.Tensor, prior: ClassBoxPrior, top: float = 0.1, 
     maps = attention.float().reshape(b * k, h, w)
     if not torch.isfinite(maps).all():
         raise ValueError("attention maps contain NaN or inf")
-    thr = torch.quantile(maps.reshape(b * k, -1), 1 - top, dim=1)[:, None, None]
+    thr = _quantile(maps.reshape(b * k, -1), 1 - top)[:, None, None]
     kept = maps >= thr  # the top T of the pixels
     grown = F.max_pool2d(kept[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0  # maximum filter 3×3
     for _ in range(dilations):
         grown = _cross_dilate(grown)
-    labels = label_regions(torch.zeros_like(grown, dtype=torch.uint8), grown, connectivity=4)
-    # centre of mass and size of every component
-    ys, xs = torch.meshgrid(torch.arange(h, device=maps.device), torch.arange(w, device=maps.device), indexing="ij")
-    inside = labels >= 0
-    lab = labels[inside]
-    comp, inv, size = torch.unique(lab, return_inverse=True, return_counts=True)
-    cy = torch.zeros(len(comp), device=maps.device).index_add_(0, inv, ys.expand_as(labels)[inside].float()) / size
-    cx = torch.zeros(len(comp), device=maps.device).index_add_(0, inv, xs.expand_as(labels)[inside].float()) / size
-    owner = comp // (h * w)  # which (image, class) map the component belongs to
+    labels = label_regions(torch.zeros_like(grown, dtype=torch.uint8), grown, connectivity=4, canonical=False)
+    # size and centre of mass of every component, by counting (no sort of the pixels)
+    n = labels.numel()
+    flat = torch.where(grown, labels, n).reshape(-1)
+    size_all = torch.bincount(flat, minlength=n + 1)[:n]
+    comp = torch.nonzero(size_all).squeeze(1)
+    size = size_all[comp]
+    ys = torch.arange(h, device=maps.device, dtype=torch.float64)[:, None].expand(h, w)
+    xs = torch.arange(w, device=maps.device, dtype=torch.float64)[None, :].expand(h, w)
+    cy = torch.bincount(flat, weights=ys.expand(b * k, h, w).reshape(-1), minlength=n + 1)[comp] / size
+    cx = torch.bincount(flat, weights=xs.expand(b * k, h, w).reshape(-1), minlength=n + 1)[comp] / size
+    rep = torch.zeros(n + 1, dtype=torch.long, device=maps.device).scatter_(
+        0, flat, torch.arange(n, device=maps.device))[comp]  # any pixel of the component
+    owner = rep // (h * w)  # which (image, class) map the component belongs to
     iy, ix = cy.round().long().clamp(0, h - 1), cx.round().long().clamp(0, w - 1)
     qualifies = kept[owner, iy, ix]  # the centre pixel is among the top-T pixels
     score = torch.where(qualifies, size.float(), -1.0)
@@ -101,7 +118,7 @@ def byoa_boxes(attention: torch.Tensor, prior: ClassBoxPrior, top: float = 0.1, 
     chosen = qualifies & (score == best[owner])
     center = prior.center.to(maps.device).repeat(b, 1) * torch.tensor([w, h], device=maps.device)  # fallback
     sel_owner = owner[chosen]
-    center[sel_owner] = torch.stack([cx[chosen], cy[chosen]], 1) + 0.5  # pixel centre -> coordinates
+    center[sel_owner] = torch.stack([cx[chosen], cy[chosen]], 1).float() + 0.5  # pixel centre -> coordinates
     half = prior.size.to(maps.device).repeat(b, 1) * torch.tensor([w, h], device=maps.device) / 2
     boxes = torch.cat([center - half, center + half], 1)
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
