@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -70,28 +71,61 @@ def cardiomegaly_twin(tmp_path_factory):
     return generate("nih", tmp_path_factory.mktemp("cm") / "nih", n=900, seed=2, size=128, workers=2)
 
 
-def test_amm_learns_cardiomegaly(cardiomegaly_twin, tmp_path):
-    """Tiny AMM (resnet10t, 96 px, 12 epochs, ~1 CPU minute). A broken head or loss stays near 0.5.
+def _pointing_and_overlap(model, dm, size: int, seed: int = 0):
+    """Per box image: is W's maximum inside the heart box (pointing game), the IoU of W's box (the
+    shared scorer's top box) with it, and the IoU of 20 random boxes of the same size (chance)."""
+    from cxrbench.localization import box_iou, heatmap_to_boxes
 
-    Localization is scored (iou_acc@T) but not asserted here: at 96 px the feature map is 3×3 and W
-    is nearly flat after a minute of training; the localization claim needs the paper's 224 px / 7×7
-    maps and a GPU-sized run.
+    model.eval()
+    hits, area, ours, chance, rng = [], [], [], [], np.random.default_rng(seed)
+    with torch.no_grad():
+        for batch in dm.dataloader("loc", shuffle=False):
+            for hm, gt, gl in zip(model.heatmaps(batch["image"])[:, 0], batch["boxes"], batch["box_labels"]):
+                gt = gt[gl == 0].double()
+                if not len(gt):
+                    continue
+                y, x = np.unravel_index(int(hm.argmax()), hm.shape)
+                x0, y0, x1, y1 = gt[0].tolist()
+                hits.append(x0 <= x < x1 and y0 <= y < y1)
+                area.append((x1 - x0) * (y1 - y0) / size**2)  # chance that a random point lands in the box
+                top = torch.as_tensor(heatmap_to_boxes(hm.numpy(), model.loc_threshold)[:1, :4])
+                ours.append(float(box_iou(top, gt).max()))
+                w, h = float(top[0, 2] - top[0, 0]), float(top[0, 3] - top[0, 1])
+                for _ in range(20):
+                    rx, ry = rng.uniform(0, size - w), rng.uniform(0, size - h)
+                    chance.append(float(box_iou(torch.tensor([[rx, ry, rx + w, ry + h]]).double(), gt).max()))
+    return np.mean(hits), np.mean(area), np.mean(ours), np.mean(chance), len(hits)
+
+
+def test_amm_learns_cardiomegaly_and_w_finds_the_heart(cardiomegaly_twin, tmp_path):
+    """Tiny AMM (resnet10t cut at its stride-16 stage: 8×8 W at 128 px, 24 epochs, ~2 CPU minutes).
+
+    A broken head or loss stays near AUC 0.5. Localization needs W finer than 4×4: with the full
+    resnet10t (stride 32) W's maximum lands in the heart box no more often than a random point
+    (0.16 vs 0.18 measured); cut at stride 16 it does ~4× more often, and W's box overlaps the heart
+    box more than same-size random boxes do.
     """
     from data_modules import NIH
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     L.seed_everything(0)
-    dm = NIH(cardiomegaly_twin, protocol="amm", label_set="cardiomegaly", transforms="plain", image_size=96,
-             cache_size=128, cache_dir=str(tmp_path / "c"), batch_size=32, val_share=0.15)
-    model = AMM(backbone="resnet10t", lr=0.01, num_classes=1, class_names=["Cardiomegaly"], threshold="val_youden")
-    trainer = L.Trainer(max_epochs=12, accelerator="cpu", logger=False, enable_checkpointing=False,
+    dm = NIH(cardiomegaly_twin, protocol="amm", label_set="cardiomegaly", transforms="plain", image_size=128,
+             eval_size=128, cache_size=128, cache_dir=str(tmp_path / "c"), batch_size=32, val_share=0.15)
+    model = AMM(backbone="resnet10t", backbone_stage=-2, lr=0.01, num_classes=1, class_names=["Cardiomegaly"],
+                threshold="val_youden")
+    trainer = L.Trainer(max_epochs=24, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, deterministic=True)
     trainer.fit(model, dm)
     trainer.test(model, dm, verbose=False)
     m = model.test_metrics
-    assert m["auc/mean"] > 0.7, m  # the twin keeps even a good reader well below 1.0
+    assert m["auc/mean"] > 0.75, m  # the twin keeps even a good reader well below 1.0
     assert m["loc/n_pairs"] >= 20 and all(0 <= m[f"iou_acc@{t}/mean"] <= 1 for t in (0.1, 0.3, 0.5))
+    hit_rate, chance_rate, iou, chance_iou, n = _pointing_and_overlap(model, dm, 128)
+    print(f"pointing {hit_rate:.2f} (chance {chance_rate:.2f}); W box IoU {iou:.3f} (random boxes {chance_iou:.3f}); n={n}")
+    assert n >= 20
+    assert hit_rate > 2 * chance_rate + 0.1, (hit_rate, chance_rate)
+    assert iou > chance_iou, (iou, chance_iou)
 
 
 def _cli(*args, cwd):

@@ -72,7 +72,14 @@ def cardiomegaly_twin(tmp_path_factory):
 
 
 def test_rgt_learns_cardiomegaly_and_reports_its_boxes(cardiomegaly_twin, tmp_path):
-    """Tiny RGT (2+2 layers, 64 px, 10 epochs, ~1–2 CPU minutes) with BYOA + radiomics in every step."""
+    """Tiny RGT (2+2 layers, 64 px, 10 epochs, ~20 CPU seconds) with BYOA + radiomics in every step.
+
+    BYOA's boxes are reported, not asserted: a ViT trained from scratch on ~400 images keeps its
+    class-token attention nearly uniform over the chest (measured at 64 px / 8×8 patches, 96 px /
+    12×12 and 128 px / 8×8, 10–20 epochs: the attention maximum lands in the heart box less often
+    than a random point, and BYOA boxes overlap it less than random boxes). The localization claim
+    needs the paper's data scale (issue 7's note).
+    """
     from data_modules import NIH
 
     warnings.filterwarnings("ignore")

@@ -17,6 +17,9 @@ Deviations:
   cardiomegaly box images (146 in the release).
 - The "nih8" multi-label variant (one W per class) is ours, so AMM can enter nih8-cls / nih8-loc.
 - Input is the 1-channel radiograph (timm in_chans=1) rather than a replicated RGB image.
+- ``backbone_stage`` (ours, default -1 = the paper's last stage) cuts the backbone at an earlier
+  stage: on small CPU-sized images the last stage's W is 3×3–4×4 and does not localize, while a
+  stride-16 cut gives 8×8 at 128 px (the paper's 224 px densenet121 gives 7×7). Used by the tests.
 """
 
 from __future__ import annotations
