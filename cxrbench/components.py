@@ -11,6 +11,8 @@ at once (``propagate_regions``, also run on the CPU by the tests so both paths s
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -65,6 +67,31 @@ def label_regions(values: torch.Tensor, mask: torch.Tensor, connectivity: int = 
         offset += count
     region = torch.from_numpy(region.reshape(n, h + 1, w)[:, :h] - 1)  # 0..K-1 inside, -1 outside
     return _smallest_member(region, mask) if canonical else region
+
+
+class Regions(NamedTuple):
+    """The regions of a partition labelling, found by counting (no sort of the pixels).
+
+    flat: labels with every pixel outside the mask set to N (the pixel count), for further weighted
+    ``bincount(flat, weights, minlength=N + 1)[ids]``; ids: one label per region; size: its pixel
+    count; pixel: the flat index of one of its pixels (which map, which value).
+    """
+
+    flat: torch.Tensor
+    ids: torch.Tensor
+    size: torch.Tensor
+    pixel: torch.Tensor
+
+
+def regions(labels: torch.Tensor, mask: torch.Tensor) -> Regions:
+    """Labels from ``label_regions`` (either kind) and their mask -> ``Regions``."""
+    n = labels.numel()
+    flat = torch.where(mask, labels, n).reshape(-1)
+    counts = torch.bincount(flat, minlength=n + 1)[:n]
+    ids = torch.nonzero(counts).squeeze(1)
+    pixel = torch.zeros(n + 1, dtype=torch.long, device=flat.device).scatter_(
+        0, flat, torch.arange(n, device=flat.device))[ids]
+    return Regions(flat, ids, counts[ids], pixel)
 
 
 def propagate_regions(values: torch.Tensor, mask: torch.Tensor, connectivity: int = 8) -> torch.Tensor:

@@ -16,6 +16,8 @@ import torch
 from cxrbench.methods import AMM, GAPBaseline
 from cxrbench.models.amm_head import AMMHead, SameAvgPool2x2
 
+from chance import random_box_ious
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -90,10 +92,7 @@ def _pointing_and_overlap(model, dm, size: int, seed: int = 0):
                 area.append((x1 - x0) * (y1 - y0) / size**2)  # chance that a random point lands in the box
                 top = torch.as_tensor(heatmap_to_boxes(hm.numpy(), model.loc_threshold)[:1, :4])
                 ours.append(float(box_iou(top, gt).max()))
-                w, h = float(top[0, 2] - top[0, 0]), float(top[0, 3] - top[0, 1])
-                for _ in range(20):
-                    rx, ry = rng.uniform(0, size - w), rng.uniform(0, size - h)
-                    chance.append(float(box_iou(torch.tensor([[rx, ry, rx + w, ry + h]]).double(), gt).max()))
+                chance += random_box_ious(top[0], gt, size, size, rng)
     return np.mean(hits), np.mean(area), np.mean(ours), np.mean(chance), len(hits)
 
 

@@ -13,6 +13,8 @@ from cxrbench.localization import box_iou
 from cxrbench.methods import RGT, ViTBaseline
 from cxrbench.models.byoa import ClassBoxPrior
 
+from chance import random_box_ious
+
 TINY = dict(img_size=64, patch_size=8, dim=32, depth=2, heads=2, warmup_epochs=1)
 
 
@@ -105,9 +107,6 @@ def test_rgt_learns_cardiomegaly_and_reports_its_boxes(cardiomegaly_twin, tmp_pa
                 gt = gt[gl == 0]
                 if len(gt):
                     ours.append(float(box_iou(b[None].double(), gt.double()).max()))
-                    w, h = float(b[2] - b[0]), float(b[3] - b[1])
-                    for _ in range(20):
-                        x0, y0 = rng.uniform(0, 64 - w), rng.uniform(0, 64 - h)
-                        chance.append(float(box_iou(torch.tensor([[x0, y0, x0 + w, y0 + h]]).double(), gt.double()).max()))
+                    chance += random_box_ious(b, gt, 64, 64, rng)
     assert len(ours) >= 10
     print(f"BYOA box IoU with the real box: {np.mean(ours):.3f}; same-size random boxes: {np.mean(chance):.3f}")

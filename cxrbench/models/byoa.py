@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..components import label_regions
+from ..components import label_regions, regions
 
 
 @dataclass
@@ -98,22 +98,16 @@ def byoa_boxes(attention: torch.Tensor, prior: ClassBoxPrior, top: float = 0.1, 
     for _ in range(dilations):
         grown = _cross_dilate(grown)
     labels = label_regions(torch.zeros_like(grown, dtype=torch.uint8), grown, connectivity=4, canonical=False)
-    # size and centre of mass of every component, by counting (no sort of the pixels)
+    comps = regions(labels, grown)  # size and centre of mass of every component, by counting
     n = labels.numel()
-    flat = torch.where(grown, labels, n).reshape(-1)
-    size_all = torch.bincount(flat, minlength=n + 1)[:n]
-    comp = torch.nonzero(size_all).squeeze(1)
-    size = size_all[comp]
-    ys = torch.arange(h, device=maps.device, dtype=torch.float64)[:, None].expand(h, w)
-    xs = torch.arange(w, device=maps.device, dtype=torch.float64)[None, :].expand(h, w)
-    cy = torch.bincount(flat, weights=ys.expand(b * k, h, w).reshape(-1), minlength=n + 1)[comp] / size
-    cx = torch.bincount(flat, weights=xs.expand(b * k, h, w).reshape(-1), minlength=n + 1)[comp] / size
-    rep = torch.zeros(n + 1, dtype=torch.long, device=maps.device).scatter_(
-        0, flat, torch.arange(n, device=maps.device))[comp]  # any pixel of the component
-    owner = rep // (h * w)  # which (image, class) map the component belongs to
+    ys = torch.arange(h, device=maps.device, dtype=torch.float64)[:, None].expand(b * k, h, w).reshape(-1)
+    xs = torch.arange(w, device=maps.device, dtype=torch.float64).expand(b * k, h, w).reshape(-1)
+    cy = torch.bincount(comps.flat, weights=ys, minlength=n + 1)[comps.ids] / comps.size
+    cx = torch.bincount(comps.flat, weights=xs, minlength=n + 1)[comps.ids] / comps.size
+    owner = comps.pixel // (h * w)  # which (image, class) map the component belongs to
     iy, ix = cy.round().long().clamp(0, h - 1), cx.round().long().clamp(0, w - 1)
     qualifies = kept[owner, iy, ix]  # the centre pixel is among the top-T pixels
-    score = torch.where(qualifies, size.float(), -1.0)
+    score = torch.where(qualifies, comps.size.float(), -1.0)
     best = torch.full((b * k,), -1.0, device=maps.device).scatter_reduce(0, owner, score, reduce="amax")
     chosen = qualifies & (score == best[owner])
     center = prior.center.to(maps.device).repeat(b, 1) * torch.tensor([w, h], device=maps.device)  # fallback

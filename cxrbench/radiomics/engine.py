@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ..components import label_regions
+from ..components import label_regions, regions
 from .mc_tables import GRID_ANGLES, TRI_TABLE, VERT_LIST
 from .reference import FEATURE_NAMES
 
@@ -98,12 +98,11 @@ def _check(images: torch.Tensor, masks: torch.Tensor) -> None:
 
 
 class _Padded:
-    """A tensor padded by one pixel, whose neighbour views cost nothing (no copy per shift)."""
+    """Gray-level bins padded by one pixel of level 0 (outside), whose neighbour views cost nothing."""
 
-    def __init__(self, t: torch.Tensor, fill):
+    def __init__(self, t: torch.Tensor):
         self.h, self.w = t.shape[-2:]
-        self.p = torch.nn.functional.pad(t, (1, 1, 1, 1), value=fill) if t.dtype != torch.bool else \
-            torch.nn.functional.pad(t.to(torch.uint8), (1, 1, 1, 1), value=int(fill)).bool()
+        self.p = torch.nn.functional.pad(t, (1, 1, 1, 1))
 
     def at(self, dy: int, dx: int) -> torch.Tensor:
         """view[y, x] = t[y + dy, x + dx] (fill outside), for |dy|, |dx| <= 1."""
@@ -220,7 +219,7 @@ def _glcm(bins, m, G, ng, n_present, out):
     n = bins.shape[0]
     A = len(ANGLES)
     dev, dt = bins.device, torch.float64
-    pb = _Padded(bins, 0)  # level 0 = outside the ROI (and outside the crop)
+    pb = _Padded(bins)  # level 0 = outside the ROI (and outside the crop)
     base = (torch.arange(n, device=dev, dtype=torch.int32)[:, None, None] * A * G + (bins - 1)) * G - 1
     trash = n * A * G * G  # pairs leaving the ROI count here (cheaper than boolean indexing)
     keys = torch.empty((A,) + bins.shape, dtype=base.dtype, device=dev)
@@ -380,16 +379,10 @@ def _glszm(bins, m, G, label, out):
     """``label``: the GLSZM zones, 8-connected regions of one gray level (``label_regions``)."""
     n = bins.shape[0]
     dev, dt = bins.device, torch.float64
-    N = m.numel()
-    flat = torch.where(m, label, N).reshape(-1)
-    size_all = torch.bincount(flat, minlength=N + 1)[:N]
-    zid = torch.nonzero(size_all).squeeze(1)
-    sizes = size_all[zid].to(dt)
-    # one representative pixel per zone gives its ROI and gray level
-    rep = torch.zeros(N + 1, dtype=torch.long, device=dev).scatter_(0, flat, torch.arange(N, device=dev))[zid]
-    hw = m.shape[1] * m.shape[2]
-    roi = rep // hw
-    gl = bins.reshape(-1)[rep].to(dt)
+    zones = regions(label, m)
+    sizes = zones.size.to(dt)
+    roi = zones.pixel // (m.shape[1] * m.shape[2])  # one pixel per zone gives its ROI and gray level
+    gl = bins.reshape(-1)[zones.pixel].to(dt)
     Nz = torch.bincount(roi, minlength=n).to(dt)
     Np = m.reshape(n, -1).sum(1).to(dt)
     Nz_s = torch.where(Nz == 0, torch.ones_like(Nz), Nz)
@@ -440,7 +433,7 @@ def _gldm_ngtdm(bins, m, G, out):
     n = bins.shape[0]
     dev, dt = bins.device, torch.float64
     b16 = bins.to(torch.int16)  # small ints: exact, and less memory traffic; 0 = outside the ROI
-    pb = _Padded(b16, 0)
+    pb = _Padded(b16)
     dep = torch.ones_like(b16)  # dependence = equal neighbours + 1 (alpha = 0)
     count = torch.zeros_like(b16)  # neighbours in the ROI
     total = torch.zeros_like(b16)  # sum of their levels
