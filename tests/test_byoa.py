@@ -79,6 +79,10 @@ def test_prior_comes_from_the_box_file(twin_factory):
     b = index.boxes[index.boxes["label"] == "Cardiomegaly"]
     assert prior.size[1, 0] == pytest.approx(((b["x1"] - b["x0"]) / 128).mean())
     assert prior.center[1, 1] == pytest.approx((((b["y0"] + b["y1"]) / 2) / 128).mean())
+    # the prior as read (float64) drives BYOA directly (it used to fail on the dtype)
+    att = torch.stack([_peak(32, 32, 16, 13, 2)] * 8)[None]
+    boxes = byoa_boxes(att, prior)
+    assert boxes.dtype == torch.float32 and ((boxes[0, :, 0] + boxes[0, :, 2]) / 2 - 13.5).abs().max() <= 1
     dm14 = NIH(twin_factory("nih", n=300, size=128), protocol="rgt", label_set="nih14", cache=False)
     with pytest.raises(ValueError, match=r"no box in the training data for class\(es\) \['Consolidation'"):
         ClassBoxPrior.from_index(dm14.prepare_index())

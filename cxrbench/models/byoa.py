@@ -110,10 +110,10 @@ def byoa_boxes(attention: torch.Tensor, prior: ClassBoxPrior, top: float = 0.1, 
     score = torch.where(qualifies, comps.size.float(), -1.0)
     best = torch.full((b * k,), -1.0, device=maps.device).scatter_reduce(0, owner, score, reduce="amax")
     chosen = qualifies & (score == best[owner])
-    center = prior.center.to(maps.device).repeat(b, 1) * torch.tensor([w, h], device=maps.device)  # fallback
+    center = prior.center.to(maps.device, torch.float32).repeat(b, 1) * torch.tensor([w, h], device=maps.device)  # fallback
     sel_owner = owner[chosen]
     center[sel_owner] = torch.stack([cx[chosen], cy[chosen]], 1).float() + 0.5  # pixel centre -> coordinates
-    half = prior.size.to(maps.device).repeat(b, 1) * torch.tensor([w, h], device=maps.device) / 2
+    half = prior.size.to(maps.device, torch.float32).repeat(b, 1) * torch.tensor([w, h], device=maps.device) / 2
     boxes = torch.cat([center - half, center + half], 1)
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
