@@ -16,7 +16,6 @@ import torch
 from cxrbench.methods import AMM, GAPBaseline
 from cxrbench.models.amm_head import AMMHead, SameAvgPool2x2
 
-from chance import random_box_ious
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,16 +66,15 @@ def test_gap_baseline_has_no_heatmap_and_amm_maps_match_the_image():
 
 
 @pytest.fixture(scope="module")
-def cardiomegaly_twin(tmp_path_factory):
-    from data_modules.twin import generate
-
-    return generate("nih", tmp_path_factory.mktemp("cm") / "nih", n=900, seed=2, size=128, workers=2)
+def cardiomegaly_twin(twin_factory):
+    return twin_factory("nih", n=900, seed=2, size=128)  # the RGT learns test uses the same twin
 
 
 def _pointing_and_overlap(model, dm, size: int, seed: int = 0):
     """Per box image: is W's maximum inside the heart box (pointing game), the IoU of W's box (the
     shared scorer's top box) with it, and the IoU of 20 random boxes of the same size (chance)."""
     from cxrbench.localization import box_iou, heatmap_to_boxes
+    from cxrbench.localization.chance import peak_in_boxes, random_box_ious
 
     model.eval()
     hits, area, ours, chance, rng = [], [], [], [], np.random.default_rng(seed)
@@ -86,10 +84,9 @@ def _pointing_and_overlap(model, dm, size: int, seed: int = 0):
                 gt = gt[gl == 0].double()
                 if not len(gt):
                     continue
-                y, x = np.unravel_index(int(hm.argmax()), hm.shape)
-                x0, y0, x1, y1 = gt[0].tolist()
-                hits.append(x0 <= x < x1 and y0 <= y < y1)
-                area.append((x1 - x0) * (y1 - y0) / size**2)  # chance that a random point lands in the box
+                hit, share = peak_in_boxes(hm, gt)  # W's maximum in the box; a random point's chance
+                hits.append(hit)
+                area.append(share)
                 top = torch.as_tensor(heatmap_to_boxes(hm.numpy(), model.loc_threshold)[:1, :4])
                 ours.append(float(box_iou(top, gt).max()))
                 chance += random_box_ious(top[0], gt, size, size, rng)

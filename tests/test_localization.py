@@ -59,3 +59,20 @@ def test_negative_size_boxes_are_refused():
         box_iou(torch.tensor([[10.0, 0, 5, 5]]), torch.tensor([[0.0, 0, 1, 1]]))
     with pytest.raises(ValueError, match="threshold must be in"):
         heatmap_to_boxes(np.ones((4, 4)), threshold=2)
+
+
+def test_chance_levels_of_a_peak_and_of_a_box():
+    from cxrbench.localization.chance import peak_in_boxes, random_box_ious
+
+    hm = torch.zeros(32, 64)
+    hm[10, 40] = 1.0
+    truth = torch.tensor([[32.0, 8.0, 48.0, 16.0], [36.0, 12.0, 44.0, 20.0]])  # overlapping boxes
+    hit, share = peak_in_boxes(hm, truth)
+    assert hit and share == pytest.approx((16 * 8 + 8 * 8 - 8 * 4) / (32 * 64))  # the union: overlap counted once
+    assert not peak_in_boxes(hm, torch.tensor([[0.0, 0.0, 8.0, 8.0]]))[0]
+    rng = np.random.default_rng(0)
+    whole = torch.tensor([0.0, 0.0, 64.0, 32.0])
+    assert random_box_ious(whole, whole[None], 32, 64, rng) == pytest.approx([1.0] * 20)  # nowhere else to go
+    small = torch.tensor([0.0, 0.0, 8.0, 8.0])
+    ious = random_box_ious(small, small[None], 32, 64, rng, k=2000)
+    assert 0 < np.mean(ious) < 0.05  # an 8×8 box rarely meets another 8×8 box in 32×64

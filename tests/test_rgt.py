@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from cxrbench.localization import box_iou
+from cxrbench.localization.chance import random_box_ious
 from cxrbench.methods import RGT, ViTBaseline
 from cxrbench.models.byoa import ClassBoxPrior
 
-from chance import random_box_ious
 
 TINY = dict(img_size=64, patch_size=8, dim=32, depth=2, heads=2, warmup_epochs=1)
 
@@ -51,6 +51,31 @@ def test_degenerate_rois_and_flat_images_never_make_a_nan_loss():
     assert torch.isfinite(m.nt_xent(img_f, rad_f)) and torch.isfinite(m.loss(logits, torch.ones(3, 2)))
 
 
+def test_nt_xent_matches_pytorch_metric_learning_with_both_views_as_negatives():
+    from pytorch_metric_learning.losses import NTXentLoss
+
+    from cxrbench.methods.rgt import nt_xent
+
+    torch.manual_seed(0)
+    a, b = torch.randn(6, 16), torch.randn(6, 16)
+    labels = torch.arange(6).repeat(2)  # row i of each view is the same image
+    ref = NTXentLoss(temperature=0.1)(torch.cat([a, b]), labels)
+    assert nt_xent(a, b, 0.1).item() == pytest.approx(ref.item(), rel=1e-5)
+    # aligned views (b = a) and well-separated images give a lower loss than random pairs
+    assert nt_xent(a, a + 0.01 * torch.randn_like(a), 0.1) < ref
+
+
+def test_conv_stem_gives_the_same_token_grid_and_refuses_odd_patches():
+    m = _rgt(stem="conv")
+    _, att = m.vit(torch.rand(2, 1, 64, 64))
+    assert att.shape == (2, 3, 8, 8) and m.vit.grid == (8, 8)
+    assert any(isinstance(x, torch.nn.BatchNorm2d) for x in m.vit.patch.modules())  # convolutions, not one patchify
+    with pytest.raises(ValueError, match="power-of-two patch_size"):
+        RGT(num_classes=1, class_names=["c"], **{**TINY, "patch_size": 6, "stem": "conv"})
+    with pytest.raises(ValueError, match="stem must be"):
+        RGT(num_classes=1, class_names=["c"], **{**TINY, "stem": "psvit"})
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match=r"top \(T\) must be in \(0, 1\)"):
         RGT(num_classes=1, class_names=["c"], top=0.0, **TINY)
@@ -66,30 +91,34 @@ def test_vit_baseline_has_no_radiomics_branch():
     assert not hasattr(v, "rad") and v(torch.rand(2, 1, 64, 64)).shape == (2, 2)
 
 
-@pytest.fixture(scope="module")
-def cardiomegaly_twin(tmp_path_factory):
-    from data_modules.twin import generate
+def test_rgt_learns_cardiomegaly_and_reports_its_boxes(twin_factory, tmp_path):
+    """Tiny RGT (conv stem + 2 layers, 2-layer radiomics Transformer, 64 px, 10 epochs, ~15 CPU
+    seconds) with BYOA + radiomics of its boxes in every step, on a 900-image cardiomegaly twin.
 
-    return generate("nih", tmp_path_factory.mktemp("rgt") / "nih", n=600, seed=2, size=128, workers=2)
+    Two settings differ from the paper's recipe, both measured on this twin (seeds 0–3):
+    - ``stem='conv'``: with the one-shot patchify the image branch alone reaches AUC 0.59 / 0.70 in 20
+      epochs; with the convolutional stem 0.92 / 0.95.
+    - λ = 1 (focal only): the paper's NT-Xent (negatives from both views) is an instance-discrimination
+      task that dominates the focal term on ~600 training images: λ = 0.7 gives AUC 0.41 / 0.75, λ = 0.9
+      0.41 / 0.70 (20 epochs); λ = 1 gives 0.81 / 0.74 / 0.83 in 10 epochs. The loss itself is checked against
+      pytorch-metric-learning above; BYOA and the radiomics branch still run in every step and feed
+      the fused logits.
 
-
-def test_rgt_learns_cardiomegaly_and_reports_its_boxes(cardiomegaly_twin, tmp_path):
-    """Tiny RGT (2+2 layers, 64 px, 10 epochs, ~20 CPU seconds) with BYOA + radiomics in every step.
-
-    BYOA's boxes are reported, not asserted: a ViT trained from scratch on ~400 images keeps its
-    class-token attention nearly uniform over the chest (measured at 64 px / 8×8 patches, 96 px /
-    12×12 and 128 px / 8×8, 10–20 epochs: the attention maximum lands in the heart box less often
-    than a random point, and BYOA boxes overlap it less than random boxes). The localization claim
-    needs the paper's data scale (issue 7's note).
+    BYOA's boxes are reported, not asserted: class-token attention of a ViT trained from scratch on
+    this scale stays nearly flat (±25% around uniform); its maximum lands in the heart box no more
+    often than a random point (measured 0–0.44 vs 0.18 across stems, depths, λ, late class tokens and
+    nih8 at 1,500 images), and BYOA boxes beat random boxes only through the mean-box fallback. The
+    localization claim needs the paper's data scale (issue 7's note).
     """
     from data_modules import NIH
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     L.seed_everything(0)
-    dm = NIH(cardiomegaly_twin, protocol="amm", label_set="cardiomegaly", transforms="plain", image_size=64,
-             cache_size=128, cache_dir=str(tmp_path / "c"), batch_size=32, val_share=0.15)
-    model = RGT(lr=1e-3, num_classes=1, class_names=["Cardiomegaly"], threshold="val_youden", **{**TINY, "dim": 64})
+    twin = twin_factory("nih", n=900, seed=2, size=128)
+    dm = NIH(twin, protocol="amm", label_set="cardiomegaly", transforms="plain", image_size=64, cache_size=128, cache_dir=str(tmp_path / "c"), batch_size=32, val_share=0.15)
+    model = RGT(lr=1e-3, num_classes=1, class_names=["Cardiomegaly"], threshold="val_youden", lam=1.0,
+                **{**TINY, "dim": 64, "stem": "conv"})
     trainer = L.Trainer(max_epochs=10, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, dm)
@@ -99,7 +128,8 @@ def test_rgt_learns_cardiomegaly_and_reports_its_boxes(cardiomegaly_twin, tmp_pa
     assert all(0 <= model.test_metrics[f"iou_acc@{t}/mean"] <= 1 for t in (0.1, 0.5))
     # BYOA's boxes against the real boxes, and random boxes of the same size (reported, see the note)
     model.eval()
-    ours, chance, rng = [], [], np.random.default_rng(0)
+    ours, chance, fallback, rng = [], [], [], np.random.default_rng(0)
+    mean_center = model.prior_center[0] * 64
     with torch.no_grad():
         for batch in dm.dataloader("loc", shuffle=False):
             boxes, _ = model.radiomics(batch["image"], model.vit(batch["image"])[1])
@@ -107,6 +137,8 @@ def test_rgt_learns_cardiomegaly_and_reports_its_boxes(cardiomegaly_twin, tmp_pa
                 gt = gt[gl == 0]
                 if len(gt):
                     ours.append(float(box_iou(b[None].double(), gt.double()).max()))
+                    fallback.append(bool(torch.allclose((b[:2] + b[2:]) / 2, mean_center, atol=1e-3)))
                     chance += random_box_ious(b, gt, 64, 64, rng)
     assert len(ours) >= 10
-    print(f"BYOA box IoU with the real box: {np.mean(ours):.3f}; same-size random boxes: {np.mean(chance):.3f}")
+    print(f"BYOA box IoU with the real box: {np.mean(ours):.3f} ({np.mean(fallback):.0%} mean-box fallbacks); "
+          f"same-size random boxes: {np.mean(chance):.3f}")

@@ -3,9 +3,12 @@ and the CrossViT-style fusion of the two branches' class tokens. Blocks come fro
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from timm.layers import PatchEmbed, trunc_normal_
+from timm.models.vision_transformer_hybrid import ConvStem
 from timm.models.vision_transformer import Block
 from torch import nn
 
@@ -15,16 +18,27 @@ class MultiTokenViT(nn.Module):
 
     ``forward`` returns all tokens and the last layer's attention of the class tokens to the patches,
     averaged over heads: [B, K, grid_h, grid_w] (what BYOA and the heatmaps use).
+    ``stem``: "patch" (ViT's one-shot patchify) or "conv" (timm's ConvStem, same token grid).
     """
 
     def __init__(self, img_size=224, patch_size=16, in_chans=1, num_classes_tokens=8, dim=192, depth=6, heads=3,
-                 mlp_ratio=4.0, drop_path=0.0):
+                 mlp_ratio=4.0, drop_path=0.0, stem="patch"):
         super().__init__()
         self.k = num_classes_tokens
-        self.patch = PatchEmbed(img_size, patch_size, in_chans, dim, flatten=False, output_fmt="NHWC", strict_img_size=False)
-        self.grid = self.patch.grid_size
+        if stem == "patch":
+            self.patch = PatchEmbed(img_size, patch_size, in_chans, dim, flatten=False, output_fmt="NHWC",
+                                    strict_img_size=False)
+        elif stem == "conv":
+            n = int(round(math.log2(patch_size)))
+            if 2 ** n != patch_size:
+                raise ValueError(f"stem='conv' needs a power-of-two patch_size, got {patch_size}")
+            self.patch = nn.Sequential(ConvStem(in_chans, n, dim, 3, (2,) * n), _ToNHWC())
+        else:
+            raise ValueError(f"stem must be 'patch' or 'conv', got {stem!r}")
+        self.grid = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid[0] * self.grid[1]
         self.cls = nn.Parameter(torch.zeros(1, self.k, dim))
-        self.pos = nn.Parameter(torch.zeros(1, self.patch.num_patches, dim))
+        self.pos = nn.Parameter(torch.zeros(1, self.num_patches, dim))
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, qkv_bias=True,
                                            drop_path=drop_path * i / max(depth - 1, 1)) for i in range(depth)])
         self.norm = nn.LayerNorm(dim)
@@ -57,6 +71,11 @@ class MultiTokenViT(nn.Module):
         att = self._cls_attention(self.blocks[-1], x, self.k).reshape(b, self.k, gh, gw)
         x = self.norm(self.blocks[-1](x))
         return x, att
+
+
+class _ToNHWC(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
 
 
 class RadiomicsEncoder(nn.Module):
