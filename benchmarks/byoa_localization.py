@@ -23,46 +23,25 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import lightning as L  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-from cxrbench.localization import box_iou  # noqa: E402
-from cxrbench.localization.chance import peak_in_boxes, random_box_ious  # noqa: E402
+from cxrbench.localization.chance import VersusChance  # noqa: E402
 from cxrbench.methods import RGT  # noqa: E402
-from cxrbench.models.byoa import byoa_boxes  # noqa: E402
 from cxrbench.provenance import commit, data_provenance  # noqa: E402
 from data_modules import NIH  # noqa: E402
 from data_modules.io import atomic_write_text  # noqa: E402
 
 
 def byoa_against_chance(model: RGT, loader, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Per class: BYOA IoU, random-box IoU, fallback share, attention pointing and its chance."""
-    rng, rows = np.random.default_rng(seed), {}
+    """Per class: BYOA IoU vs random boxes, mean-box fallback share, attention pointing vs chance."""
+    tally = VersusChance(model.class_names, seed)
     model.eval()
     with torch.no_grad():
         for batch in loader:
             x = batch["image"].to(model.device)
-            att = model.vit(x)[1].float()
-            maps = F.interpolate(att, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            prior = model.prior()
-            boxes = byoa_boxes(maps, prior, top=model.hparams.top).cpu()
-            size = torch.tensor(x.shape[-2:][::-1], dtype=torch.float32)
-            mean_centres = prior.center.float().cpu() * size
-            for i, (truth, labels) in enumerate(zip(batch["boxes"], batch["box_labels"])):
-                for k, name in enumerate(model.class_names):
-                    gt = truth[labels == k].double()
-                    if not len(gt):
-                        continue
-                    r = rows.setdefault(name, {"byoa": [], "random": [], "fallback": [], "pointing": [], "chance": []})
-                    box = boxes[i, k]
-                    r["byoa"].append(float(box_iou(box[None].double(), gt).max()))
-                    r["random"].append(float(np.mean(random_box_ious(box, gt, x.shape[-2], x.shape[-1], rng))))
-                    r["fallback"].append(float(torch.allclose((box[:2] + box[2:]) / 2, mean_centres[k], atol=1e-3)))
-                    hit, share = peak_in_boxes(maps[i, k].cpu(), gt)
-                    r["pointing"].append(float(hit))
-                    r["chance"].append(share)
-    return {c: {"n": len(v["byoa"]), **{m: round(float(np.mean(x)), 4) for m, x in v.items()}} for c, v in rows.items()}
+            maps, boxes, fallback = model.byoa(model.vit(x)[1], x.shape[-2:])
+            tally.update(maps, boxes, batch["boxes"], batch["box_labels"], fallback)
+    return {c: {m: round(v, 4) for m, v in row.items()} for c, row in tally.summary().items()}
 
 
 def main(argv=None) -> dict:

@@ -22,7 +22,8 @@ def _peak(h, w, cy, cx, sigma):
 
 def test_box_of_the_class_size_is_centred_on_the_attention_peak():
     att = torch.stack([_peak(64, 64, 20, 44, 3), _peak(64, 64, 44, 20, 3)])[None]  # [1, 2, 64, 64]
-    boxes = byoa_boxes(att, _prior(2, size=(0.25, 0.125)))
+    boxes, fallback = byoa_boxes(att, _prior(2, size=(0.25, 0.125)), with_fallback=True)
+    assert not fallback.any()
     for (cy, cx), box in zip([(20, 44), (44, 20)], boxes[0]):
         x0, y0, x1, y1 = box.tolist()
         assert abs((x0 + x1) / 2 - (cx + 0.5)) <= 1 and abs((y0 + y1) / 2 - (cy + 0.5)) <= 1
@@ -40,8 +41,9 @@ def test_a_centre_outside_the_top_pixels_falls_back_to_the_class_mean_box():
     r = torch.sqrt((ys - 32) ** 2 + (xs - 32) ** 2)
     ring = torch.exp(-((r - 24) ** 2) / 8)[None, None]  # the centre of mass of a ring is its empty middle
     prior = _prior(1, size=(0.2, 0.3), center=(0.25, 0.75))
-    box = byoa_boxes(ring, prior, dilations=0)[0, 0]
-    assert torch.allclose(box, torch.tensor([16 - 6.4, 48 - 9.6, 16 + 6.4, 48 + 9.6]), atol=1e-4)
+    boxes, fallback = byoa_boxes(ring, prior, dilations=0, with_fallback=True)
+    assert torch.allclose(boxes[0, 0], torch.tensor([16 - 6.4, 48 - 9.6, 16 + 6.4, 48 + 9.6]), atol=1e-4)
+    assert fallback.tolist() == [[True]]
 
 
 def test_components_match_scipy_4_connectivity():

@@ -76,3 +76,19 @@ def test_chance_levels_of_a_peak_and_of_a_box():
     small = torch.tensor([0.0, 0.0, 8.0, 8.0])
     ious = random_box_ious(small, small[None], 32, 64, rng, k=2000)
     assert 0 < np.mean(ious) < 0.05  # an 8×8 box rarely meets another 8×8 box in 32×64
+
+
+def test_versus_chance_tallies_per_class_and_skips_classes_without_boxes():
+    from cxrbench.localization.chance import VersusChance
+
+    maps = torch.zeros(2, 2, 32, 32)
+    maps[:, 0, 12, 12] = 1.0  # class a: peak inside its box
+    truth = [torch.tensor([[8.0, 8.0, 16.0, 16.0]]), torch.tensor([[8.0, 8.0, 16.0, 16.0]])]
+    labels = [torch.tensor([0]), torch.tensor([0])]
+    boxes = torch.tensor([[8.0, 8.0, 16.0, 16.0], [0.0, 0.0, 4.0, 4.0]]).expand(2, 2, 4)
+    tally = VersusChance(["a", "b"])
+    tally.update(maps, boxes, truth, labels, fallback=torch.tensor([[True, False], [False, False]]))
+    s = tally.summary()
+    assert list(s) == ["a"] and s["a"]["n"] == 2 and s["a"]["fallback"] == 0.5
+    assert s["a"]["iou"] == 1.0 and s["a"]["pointing"] == 1.0 and s["a"]["pointing_chance"] == 64 / 1024
+    assert s["a"]["random_iou"] < 0.2

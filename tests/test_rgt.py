@@ -5,12 +5,10 @@ from __future__ import annotations
 import warnings
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
 
-from cxrbench.localization import box_iou
-from cxrbench.localization.chance import random_box_ious
+from cxrbench.localization.chance import VersusChance
 from cxrbench.methods import RGT, ViTBaseline
 from cxrbench.models.byoa import ClassBoxPrior
 
@@ -128,17 +126,13 @@ def test_rgt_learns_cardiomegaly_and_reports_its_boxes(twin_factory, tmp_path):
     assert all(0 <= model.test_metrics[f"iou_acc@{t}/mean"] <= 1 for t in (0.1, 0.5))
     # BYOA's boxes against the real boxes, and random boxes of the same size (reported, see the note)
     model.eval()
-    ours, chance, fallback, rng = [], [], [], np.random.default_rng(0)
-    mean_center = model.prior_center[0] * 64
+    tally = VersusChance(model.class_names)
     with torch.no_grad():
         for batch in dm.dataloader("loc", shuffle=False):
-            boxes, _ = model.radiomics(batch["image"], model.vit(batch["image"])[1])
-            for b, gt, gl in zip(boxes[:, 0], batch["boxes"], batch["box_labels"]):
-                gt = gt[gl == 0]
-                if len(gt):
-                    ours.append(float(box_iou(b[None].double(), gt.double()).max()))
-                    fallback.append(bool(torch.allclose((b[:2] + b[2:]) / 2, mean_center, atol=1e-3)))
-                    chance += random_box_ious(b, gt, 64, 64, rng)
-    assert len(ours) >= 10
-    print(f"BYOA box IoU with the real box: {np.mean(ours):.3f} ({np.mean(fallback):.0%} mean-box fallbacks); "
-          f"same-size random boxes: {np.mean(chance):.3f}")
+            maps, boxes, fallback = model.byoa(model.vit(batch["image"])[1], batch["image"].shape[-2:])
+            tally.update(maps, boxes, batch["boxes"], batch["box_labels"], fallback)
+    r = tally.summary()["Cardiomegaly"]
+    assert r["n"] >= 10
+    print(f"BYOA box IoU with the real box: {r['iou']:.3f} ({r['fallback']:.0%} mean-box fallbacks); same-size "
+          f"random boxes: {r['random_iou']:.3f}; attention peak in the box {r['pointing']:.2f} "
+          f"(chance {r['pointing_chance']:.2f})")

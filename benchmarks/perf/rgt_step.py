@@ -18,10 +18,8 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from cxrbench.methods import RGT  # noqa: E402
-from cxrbench.models.byoa import byoa_boxes  # noqa: E402
 from cxrbench.radiomics import extract  # noqa: E402
 
 
@@ -38,8 +36,7 @@ def step(model: RGT, images: torch.Tensor, labels: torch.Tensor, opt, backend: s
     b, k, d = images.shape[0], model.num_classes, model.hparams.dim
     img_cls, patches, att = model.encode(images)
     lap("image branch")
-    maps = F.interpolate(att.detach().float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
-    boxes = byoa_boxes(maps, model.prior(), top=model.hparams.top)
+    _, boxes, _ = model.byoa(att, images.shape[-2:])
     lap("BYOA")
     gray = (images[:, 0].detach().float() * 255).round()
     gray = gray[:, None].expand(b, k, *gray.shape[1:]).reshape(b * k, *gray.shape[1:])

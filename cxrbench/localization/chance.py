@@ -33,3 +33,39 @@ def peak_in_boxes(heatmap: torch.Tensor, truth: torch.Tensor) -> tuple[bool, flo
         inside[max(0, round(y0)):round(y1), max(0, round(x0)):round(x1)] = True
     hit = any(x0 <= x + 0.5 <= x1 and y0 <= y + 0.5 <= y1 for x0, y0, x1, y1 in truth.tolist())
     return hit, float(inside.float().mean())
+
+
+class VersusChance:
+    """Per class, over many images: a method's boxes and heatmap peaks against chance.
+
+    ``update`` takes a batch of heatmaps [B, K, H, W], one box per (image, class) [B, K, 4] (XYXY px,
+    heatmap pixels), the true boxes and their class indices per image (a DataModule's ``boxes`` /
+    ``box_labels``), and optionally which boxes are a fallback rather than the heatmap's own.
+    ``summary`` gives per class: n, iou (box vs truth), random_iou (the same box at random places),
+    pointing (peak in a true box), pointing_chance, and fallback (share, when given).
+    """
+
+    def __init__(self, class_names: list[str], seed: int = 0, k: int = 20):
+        self.class_names, self.k = list(class_names), k
+        self.rng = np.random.default_rng(seed)
+        self.rows: dict[str, dict[str, list[float]]] = {}
+
+    def update(self, maps: torch.Tensor, boxes: torch.Tensor, truth, labels, fallback: torch.Tensor | None = None):
+        maps, boxes = maps.detach().float().cpu(), boxes.detach().float().cpu()
+        h, w = maps.shape[-2:]
+        for i, (gt_all, gl) in enumerate(zip(truth, labels)):
+            for k, name in enumerate(self.class_names):
+                gt = gt_all[gl == k].double()
+                if not len(gt):
+                    continue
+                r = self.rows.setdefault(name, {m: [] for m in ("iou", "random_iou", "pointing", "pointing_chance")})
+                r["iou"].append(float(box_iou(boxes[i, k][None].double(), gt).max()))
+                r["random_iou"].append(float(np.mean(random_box_ious(boxes[i, k], gt, h, w, self.rng, self.k))))
+                hit, share = peak_in_boxes(maps[i, k], gt)
+                r["pointing"].append(float(hit))
+                r["pointing_chance"].append(share)
+                if fallback is not None:
+                    r.setdefault("fallback", []).append(float(fallback[i, k]))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {c: {"n": len(r["iou"]), **{m: float(np.mean(v)) for m, v in r.items()}} for c, r in self.rows.items()}

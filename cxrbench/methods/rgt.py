@@ -142,11 +142,16 @@ class RGT(ViTBaseline):
             raise RuntimeError("RGT has no class box prior: fit it on a DataModule with boxes, or load a checkpoint")
         return ClassBoxPrior(self.class_names, self.prior_center, self.prior_size)
 
+    def byoa(self, att: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Class-token attention [B, K, h, w] -> its maps at the image ``size`` [B, K, H, W], BYOA's boxes
+        [B, K, 4], and which boxes are the class's mean box (no attention component qualified) [B, K]."""
+        maps = F.interpolate(att.detach().float(), size=tuple(size), mode="bilinear", align_corners=False)
+        return maps, *byoa_boxes(maps, self.prior(), top=self.hparams.top, with_fallback=True)
+
     def radiomics(self, images: torch.Tensor, att: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """BYOA boxes [B, K, 4] and their standardised radiomic features [B·K, 107]."""
         b, k = images.shape[0], self.num_classes
-        maps = F.interpolate(att.detach().float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
-        boxes = byoa_boxes(maps, self.prior(), top=self.hparams.top)
+        _, boxes, _ = self.byoa(att, images.shape[-2:])
         gray = (images[:, 0].detach().float() * 255).round().clamp(0, 255)
         gray = gray[:, None].expand(b, k, *gray.shape[1:]).reshape(b * k, *gray.shape[1:])
         feats = extract(gray, boxes=boxes.reshape(b * k, 4), chunk=self.hparams.radiomics_chunk).float()

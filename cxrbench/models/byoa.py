@@ -82,8 +82,10 @@ def _cross_dilate(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def byoa_boxes(attention: torch.Tensor, prior: ClassBoxPrior, top: float = 0.1, dilations: int = 5) -> torch.Tensor:
-    """Attention [B, K, H, W] (one map per class token, at the image's size) -> boxes [B, K, 4] (XYXY px)."""
+def byoa_boxes(attention: torch.Tensor, prior: ClassBoxPrior, top: float = 0.1, dilations: int = 5,
+               with_fallback: bool = False):
+    """Attention [B, K, H, W] (one map per class token, at the image's size) -> boxes [B, K, 4] (XYXY px);
+    with ``with_fallback``, also which of them are the class's mean box (no component qualified) [B, K]."""
     if not 0 < top < 1:
         raise ValueError(f"BYOA threshold T must be in (0, 1), got {top}")
     b, k, h, w = attention.shape
@@ -117,4 +119,9 @@ def byoa_boxes(attention: torch.Tensor, prior: ClassBoxPrior, top: float = 0.1, 
     boxes = torch.cat([center - half, center + half], 1)
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-    return boxes.view(b, k, 4)
+    boxes = boxes.view(b, k, 4)
+    if with_fallback:
+        own = torch.zeros(b * k, dtype=torch.bool, device=maps.device)
+        own[sel_owner] = True
+        return boxes, ~own.view(b, k)
+    return boxes
