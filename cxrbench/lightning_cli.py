@@ -6,7 +6,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from data_modules.base import CXRDataModule
 
-from .methods.base import CXRModule
+from .methods.base import Method
 
 
 class CXRBenchCLI(LightningCLI):
@@ -18,7 +18,7 @@ class CXRBenchCLI(LightningCLI):
 
 
 def build_cli(args: list[str], run: bool = True) -> CXRBenchCLI:
-    return CXRBenchCLI(CXRModule, CXRDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
+    return CXRBenchCLI(Method, CXRDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
                        run=run, save_config_kwargs={"overwrite": True})
 
 

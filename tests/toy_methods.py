@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cxrbench.methods.base import CXRModule
+from cxrbench.methods.classification import ClassificationMethod
 
 
 def _encoder() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
-class ToyClassifier(CXRModule):
+class ToyClassifier(ClassificationMethod):
     method_name = "toy"
 
     def __init__(self, lr: float = 0.01, **kwargs):

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 
 from ..models.amm_head import AMMHead, GAPHead
 from ..models.backbones import Backbone
-from .base import CXRModule
+from .classification import ClassificationMethod
 
 
-class AMM(CXRModule):
+class AMM(ClassificationMethod):
     """Backbone -> AMM head. ``heatmaps`` = W, bilinearly upsampled to the input size."""
 
     method_name = "amm"

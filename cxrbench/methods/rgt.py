@@ -45,7 +45,7 @@ from torchvision.ops import sigmoid_focal_loss
 from ..models.byoa import ClassBoxPrior, byoa_boxes
 from ..models.rgt_model import ClassHeads, CrossAttention, MultiTokenViT, RadiomicsEncoder, projection
 from ..radiomics import extract
-from .base import CXRModule
+from .classification import ClassificationMethod
 
 
 def nt_xent(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
@@ -60,7 +60,7 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
     return F.cross_entropy(sim, torch.arange(2 * n, device=z.device).roll(n))
 
 
-class ViTBaseline(CXRModule):
+class ViTBaseline(ClassificationMethod):
     """The image branch alone: class-token heads, focal loss; heatmaps = class-token attention."""
 
     method_name = "vit"

@@ -1,0 +1,212 @@
+"""The classification family: loss with unknown labels, evaluation, localization.
+
+A method subclasses ``ClassificationMethod`` and implements ``forward(images) -> logits``; if it yields heatmaps
+(``heatmaps(images) -> [B, K, H, W]``), it is also scored on the DataModule's ``loc`` split by the
+shared IoU-accuracy. Evaluation is identical for every method:
+
+- val: loss and mean AUC (``val/auc``) each epoch;
+- test: one SampleStore per evaluation split ("test", "shift", …) -> per-class AUC, PR-AUC, and for
+  binary tasks the operating point chosen on the validation split (``threshold``) applied to test;
+  "loc" -> IoU-accuracy at T = 0.1 … 0.7. The flat dict is ``self.test_metrics`` (what the result
+  record and the leaderboards read), every value is also logged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..localization import THRESHOLDS, best_iou_per_class, heatmap_to_boxes, iou_accuracy
+from ..metrics import SampleStore, auc, confusion_rates, pr_auc, roc_points, threshold_at_recall, weighted_report
+from .base import Method
+
+THRESHOLD_RULES = ("val_youden", "val_f1", "fixed")
+
+
+class ClassificationMethod(Method):
+    """Base of the classification methods.
+
+    Args:
+        num_classes, class_names, task: linked from the DataModule by the CLI.
+        threshold: operating point of binary tasks: 'val_youden', 'val_f1', 'val_recall:0.95'
+            (chosen on the validation split) or 'fixed:0.5'.
+        loc_threshold: heatmap level (after min-max) that separates boxes (Wang et al. 2017).
+        class_weighted: weight positives by n_neg/n_pos of the training split (AMM's class weights).
+    """
+
+    method_name = "classification"
+    family = "classification"
+    TASKS = ("multilabel", "binary", "multiclass")
+    monitor = ("val/auc", "max")
+
+    def __init__(self, num_classes: int = 1, class_names: list[str] | None = None, task: str = "binary",
+                 threshold: str = "val_youden", loc_threshold: float = 0.5, class_weighted: bool = False):
+        super().__init__(num_classes, class_names, task)
+        if not (threshold.startswith(("val_recall:", "fixed:")) or threshold in ("val_youden", "val_f1")):
+            raise ValueError(f"threshold must be val_youden, val_f1, val_recall:R or fixed:T; got {threshold!r}")
+        if not 0 < loc_threshold < 1:
+            raise ValueError(f"loc_threshold must be in (0, 1), got {loc_threshold}")
+        self.threshold_rule, self.loc_threshold, self.class_weighted = threshold, loc_threshold, class_weighted
+        self.register_buffer("pos_weight", torch.ones(num_classes), persistent=True)
+        self.val_store = SampleStore(("preds", "target"))
+        self.eval_stores = torch.nn.ModuleDict()
+
+    # ---------------------------------------------------------------- to implement
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def heatmaps(self, images: torch.Tensor) -> torch.Tensor | None:
+        """[B, K, H, W] per-class maps at the image's size, or None for a method without maps."""
+        return None
+
+    # ---------------------------------------------------------------- loss and probabilities
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and self.class_weighted and dm is not None and self.task != "multiclass":
+            lab = dm.index.labels.to_numpy(np.float64)[dm.splits["train"]]
+            pos, neg = np.nansum(lab == 1, 0), np.nansum(lab == 0, 0)
+            self.pos_weight.copy_(torch.as_tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)))
+
+    def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.task == "multiclass":
+            return F.cross_entropy(logits, label.long())
+        known = ~torch.isnan(label)
+        per = F.binary_cross_entropy_with_logits(logits, label.nan_to_num(0), reduction="none",
+                                                 pos_weight=self.pos_weight.to(logits.dtype))
+        return (per * known).sum() / known.sum().clamp_min(1)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(-1) if self.task == "multiclass" else logits.sigmoid()
+
+    def _targets(self, label: torch.Tensor) -> torch.Tensor:
+        if self.task == "multiclass":
+            return F.one_hot(label.long(), self.num_classes).float()
+        return label.float()
+
+    # ---------------------------------------------------------------- steps
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(self(batch["image"]), batch["label"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        logits = self(batch["image"])
+        self.log("val/loss", self.loss(logits, batch["label"]), prog_bar=True, batch_size=len(logits), sync_dist=True)
+        self.val_store.update(batch["index"], preds=self.probabilities(logits).float(),
+                              target=self._targets(batch["label"]))
+
+    def on_validation_epoch_end(self):
+        got = self.val_store.compute()
+        self.val_store.reset()
+        if len(got["index"]):
+            value = auc(got["preds"], got["target"], self.class_names)["mean"]
+            self.log("val/auc", 0.0 if math.isnan(value) else value, prog_bar=True)
+
+    def _split_name(self, dataloader_idx: int) -> str:
+        dm = getattr(self.trainer, "datamodule", None)
+        names = getattr(dm, "test_splits", ["test"])
+        return names[dataloader_idx] if dataloader_idx < len(names) else f"test{dataloader_idx}"
+
+    def _store(self, name: str, fields) -> SampleStore:
+        if name not in self.eval_stores:
+            self.eval_stores[name] = SampleStore(fields).to(self.device)
+        return self.eval_stores[name]
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        split = self._split_name(dataloader_idx)
+        if split == "loc":
+            self._localize(batch)
+            return
+        logits = self(batch["image"])
+        self._store(split, ("preds", "target")).update(batch["index"], preds=self.probabilities(logits).float(),
+                                                       target=self._targets(batch["label"]))
+
+    @torch.no_grad()
+    def _localize(self, batch) -> None:
+        maps = self.heatmaps(batch["image"])
+        if maps is None:
+            return
+        store = self._store("loc", ("iou",))  # created on every rank, even one without box images
+        keys, ious = [], []
+        for i, (gt, gl) in enumerate(zip(batch["boxes"], batch["box_labels"])):
+            preds = {c: torch.as_tensor(heatmap_to_boxes(maps[i, c].float().cpu().numpy(), self.loc_threshold))
+                     for c in torch.unique(gl).tolist() if c >= 0}
+            for c, v in best_iou_per_class(gt.cpu(), gl.cpu(), preds).items():
+                keys.append(int(batch["index"][i]) * self.num_classes + c)  # one key per (image, class)
+                ious.append(v)
+        if keys:
+            store.update(torch.tensor(keys), iou=torch.tensor(ious, dtype=torch.float64))
+
+    # ---------------------------------------------------------------- test metrics
+    @torch.no_grad()
+    def _val_predictions(self):
+        dm = self.trainer.datamodule
+        preds, target = [], []
+        was_training = self.training
+        self.eval()
+        for batch in dm.dataloader("val", shuffle=False):
+            preds.append(self.probabilities(self(batch["image"].to(self.device))).float().cpu())
+            target.append(self._targets(batch["label"]).cpu())
+        self.train(was_training)
+        return torch.cat(preds), torch.cat(target)
+
+    def choose_threshold(self) -> float:
+        rule = self.threshold_rule
+        if rule.startswith("fixed:"):
+            return float(rule.split(":", 1)[1])
+        p, t = self._val_predictions()
+        p, t = p[:, 0].double(), t[:, 0].double()
+        if rule.startswith("val_recall:"):
+            return threshold_at_recall(p, t, float(rule.split(":", 1)[1]))
+        candidates = torch.unique(p)
+        best, best_score = 0.5, -math.inf
+        for thr in candidates.tolist():
+            r = confusion_rates(p, t, thr)
+            score = (r["tpr"] - r["fpr"]) if rule == "val_youden" else weighted_report(p, t, thr)["weighted"]["f1"]
+            if not math.isnan(score) and score > best_score:
+                best, best_score = thr, score
+        return best
+
+    def on_test_epoch_end(self):
+        out: dict[str, float] = {}
+        curves: dict = {}
+        threshold = None
+        for split, store in self.eval_stores.items():
+            got = store.compute()
+            store.reset()
+            if split == "loc":
+                n = self.num_classes
+                acc = iou_accuracy((got["index"] % n).cpu().numpy(), got["iou"].cpu().numpy(), self.class_names)
+                for t in THRESHOLDS:
+                    out[f"iou_acc@{t}/mean"] = acc[t]["mean"]
+                    for c, v in acc[t]["per_class"].items():
+                        out[f"iou_acc@{t}/{c}"] = v
+                out["loc/n_pairs"] = float(len(got["index"]))
+                continue
+            prefix = "" if split == "test" else f"{split}/"
+            p, t = got["preds"].double().cpu(), got["target"].double().cpu()
+            a, pa = auc(p, t, self.class_names), pr_auc(p, t, self.class_names)
+            out[f"{prefix}auc/mean"], out[f"{prefix}pr_auc/mean"] = a["mean"], pa["mean"]
+            out[f"{prefix}n_images"] = float(len(p))
+            for c in self.class_names:
+                out[f"{prefix}auc/{c}"], out[f"{prefix}pr_auc/{c}"] = a["per_class"][c], pa["per_class"][c]
+            if self.task == "multiclass":
+                out[f"{prefix}accuracy"] = float((p.argmax(1) == t.argmax(1)).double().mean())
+            elif self.num_classes == 1:
+                threshold = self.choose_threshold() if threshold is None else threshold
+                rates = confusion_rates(p, t, threshold)
+                rep = weighted_report(p, t, threshold)
+                out[f"{prefix}threshold"] = threshold
+                for k in ("tpr", "fpr", "tnr", "fnr", "precision", "recall", "f1", "accuracy"):
+                    out[f"{prefix}{k}"] = rates[k]
+                for k in ("precision", "recall", "f1"):
+                    out[f"{prefix}{k}/weighted"] = rep["weighted"][k]
+                if split == "test":
+                    curves.setdefault("roc", {})[self.class_names[0]] = roc_points(p, t)
+        self.test_metrics, self.test_curves = out, curves
+        for k, v in out.items():
+            if not math.isnan(v):
+                self.log(f"test/{k}", v)
