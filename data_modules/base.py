@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
 from torchvision import tv_tensors
 
 from .cache import ImageCache, default_cache_root
@@ -81,8 +81,13 @@ def load_mask(source, out_hw: tuple[int, int]) -> np.ndarray:
 
 
 class CXRDataset(Dataset):
-    def __init__(self, index: DatasetIndex, rows: np.ndarray, transform, cache: ImageCache | None = None):
+    """One split's images. ``views`` > 1 (pretraining): ``image`` is [V, 1, H, W], V independent draws of
+    the (random) transform of the same image — the views a contrastive method compares."""
+
+    def __init__(self, index: DatasetIndex, rows: np.ndarray, transform, cache: ImageCache | None = None,
+                 views: int = 1):
         self.index, self.rows, self.transform, self.cache = index, np.asarray(rows, int), transform, cache
+        self.views = int(views)
         self._paths = index.meta["path"].tolist()
         self._pids = index.meta["patient_id"].astype(str).tolist()
         self._labels = index.labels.to_numpy(np.float32)
@@ -104,6 +109,10 @@ class CXRDataset(Dataset):
             img = read_image(self._paths[r])
             h0, w0 = img.shape
         h, w = img.shape
+        if self.views > 1:
+            image = tv_tensors.Image(torch.from_numpy(img)[None])
+            views = torch.stack([self.transform(image).as_subclass(torch.Tensor) for _ in range(self.views)])
+            return {"image": views, "label": self._label(r), "index": r, "patient_id": self._pids[r]}
         sample = {"image": tv_tensors.Image(torch.from_numpy(img)[None])}
         boxes = self._boxes.get(r)
         if boxes is not None:
@@ -115,10 +124,9 @@ class CXRDataset(Dataset):
             sample["mask"] = tv_tensors.Mask(torch.zeros(1, h, w, dtype=torch.uint8))
         # An image alone goes through the transforms as a plain tensor: half the dispatch cost of a dict.
         sample = self.transform(sample) if len(sample) > 1 else {"image": self.transform(sample["image"])}
-        label = self._labels[r]
         out = {
             "image": sample["image"].as_subclass(torch.Tensor),
-            "label": torch.tensor(int(np.nanargmax(label))) if self.index.task == "multiclass" else torch.tensor(label),
+            "label": self._label(r),
             "index": r,
             "patient_id": self._pids[r],
         }
@@ -128,6 +136,11 @@ class CXRDataset(Dataset):
             out["boxes"] = sample["boxes"].as_subclass(torch.Tensor)
             out["box_labels"] = torch.from_numpy(boxes[1])
         return out
+
+
+    def _label(self, r: int) -> torch.Tensor:
+        label = self._labels[r]
+        return torch.tensor(int(np.nanargmax(label))) if self.index.task == "multiclass" else torch.tensor(label)
 
 
 def collate(batch: list[dict]) -> dict:
@@ -156,6 +169,11 @@ class CXRDataModule(L.LightningDataModule):
         cache_size: side of the cached images; must be ≥ image_size and eval_size.
         cache_dir: where caches live (default $CXRBENCH_CACHE/images or ~/.cache/cxrbench/images).
         on_missing: 'error' or 'skip' for listed images that are absent.
+        views: images per sample in the train and val splits (> 1 for contrastive pretraining: each
+            a separate draw of the training transforms, validation included, so that the validation
+            loss is the training objective on held-out images).
+        sampler: 'random' (shuffle) or 'weighted' (STN: a WeightedRandomSampler drawing each class of
+            the training split equally often; for multi-label tasks, each rarest-label stratum).
     """
 
     name = "dataset"
@@ -176,10 +194,17 @@ class CXRDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         on_missing: str = "error",
         pin_memory: bool = False,
+        views: int = 1,
+        sampler: str = "random",
     ):
         super().__init__()
         if not (0 < fraction <= 1):
             raise DataError(f"fraction must be in (0, 1], got {fraction}")
+        if views < 1:
+            raise DataError(f"views must be >= 1, got {views}")
+        if sampler not in ("random", "weighted"):
+            raise DataError(f"sampler must be 'random' or 'weighted', got {sampler!r}")
+        self.views, self.sampler = int(views), sampler
         if on_missing not in ("error", "skip"):
             raise DataError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
         self.root = Path(root)
@@ -258,23 +283,35 @@ class CXRDataModule(L.LightningDataModule):
             # val watches training at the training size; only test-type splits use eval_size
             # (e.g. AMM trains at 224 and tests at full size).
             eval_size = self.image_size if name == "val" else self.eval_size
-            t = build_transforms(self.preset, name == "train", self.image_size, eval_size)
-            self.datasets[name] = CXRDataset(index, rows, t, cache)
+            views = self.views if name in ("train", "val") else 1
+            t = build_transforms(self.preset, name == "train" or views > 1, self.image_size, eval_size)
+            self.datasets[name] = CXRDataset(index, rows, t, cache, views=views)
 
     def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
         if not self.datasets:
             self.setup()
         if split not in self.datasets:
             raise DataError(f"{self.name}: no split {split!r}; this protocol has {sorted(self.datasets)}")
+        shuffle = (split == "train") if shuffle is None else shuffle
+        sampler = self.balanced_sampler() if split == "train" and shuffle and self.sampler == "weighted" else None
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=(split == "train") if shuffle is None else shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
+
+    def balanced_sampler(self) -> WeightedRandomSampler:
+        """Each class (rarest-label stratum for multi-label tasks) of the training split drawn equally often."""
+        rows = self.splits["train"]
+        keys = stratum_keys(self.index.labels).iloc[rows].to_numpy()
+        _, inverse, counts = np.unique(keys.astype(str), return_inverse=True, return_counts=True)
+        weights = torch.as_tensor(1.0 / counts[inverse], dtype=torch.double)
+        return WeightedRandomSampler(weights, num_samples=len(rows), replacement=True)
 
     def train_dataloader(self):
         return self.dataloader("train")

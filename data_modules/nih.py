@@ -9,7 +9,8 @@ Protocols:
   as val (the paper's cardiomegaly-vs-normal task is ``label_set='cardiomegaly'``).
 
 Label sets: ``nih14``; ``nih8`` (the 8 box diseases); ``cardiomegaly`` (any image labelled
-Cardiomegaly vs "No Finding"; every other image is ineligible).
+Cardiomegaly vs "No Finding"; every other image is ineligible); ``abnormal`` (CAMContrast's coarse
+label: any finding vs "No Finding", a binary task).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .splits import split_patients, stratum_keys
 NIH14 = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
          "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
 NIH8 = NIH14[:8]
-LABEL_SETS = {"nih14": NIH14, "nih8": NIH8, "cardiomegaly": ["Cardiomegaly"]}
+LABEL_SETS = {"nih14": NIH14, "nih8": NIH8, "cardiomegaly": ["Cardiomegaly"], "abnormal": ["Abnormal"]}
 PROTOCOLS = ("official", "rgt", "amm")
 LAYOUT = ("Data_Entry_2017.csv (or Data_Entry_2017_v2020.csv), BBox_List_2017.csv, train_val_list.txt, "
           "test_list.txt and PNGs under images*/ (e.g. images_001/images/00000001_000.png)")
@@ -44,6 +45,8 @@ def labels_from_entries(entries: pd.DataFrame, label_set: str) -> pd.DataFrame:
     """Multi-hot labels of a label set; NaN where the row is outside the task (cardiomegaly set)."""
     if label_set not in LABEL_SETS:
         raise DataError(f"nih: label_set must be one of {list(LABEL_SETS)}, got {label_set!r}")
+    if label_set == "abnormal":  # CAMContrast's coarse labels: "No Finding" = normal, anything else abnormal
+        return pd.DataFrame({"Abnormal": (entries["Finding Labels"] != "No Finding").astype(np.float32).to_numpy()})
     findings = entries["Finding Labels"].astype(str).str.split("|")
     hot = pd.DataFrame({c: findings.map(lambda f, c=c: c in f).astype(np.float32) for c in NIH14})
     labels = hot[LABEL_SETS[label_set]].copy()
@@ -126,7 +129,9 @@ def index_from_entries(root: Path, entries: pd.DataFrame, paths: list[str], labe
     for col in ("Patient Age", "Patient Gender", "View Position", "Finding Labels"):
         if col in entries:
             meta[col] = entries[col].to_numpy()
-    return DatasetIndex("nih", Path(root), meta, labels_from_entries(entries, label_set), "multilabel", boxes=boxes)
+    labels = labels_from_entries(entries, label_set)
+    task = "binary" if labels.shape[1] == 1 else "multilabel"
+    return DatasetIndex("nih", Path(root), meta, labels, task, boxes=boxes)
 
 
 def nih_splits(index: DatasetIndex, protocol: str, seed: int, val_share: float,

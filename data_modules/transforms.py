@@ -9,7 +9,9 @@ Images enter as uint8 tv_tensors.Image [1, H, W] and leave as float32 in [0, 1];
 | amm         | Cardio-XAttentionNet, Data aug.  | resize 224, shifts/rotation/shear/zoom, flip, brightness | resize eval_size (full size) |
 | stn         | STN §III-A                       | resize 512, affine: rotation 5°, shear 3°     | resize 512               |
 | gmml        | SS-CXR §3                        | resize 256, horizontal flip                   | resize 256               |
-| camcontrast | CAMContrast §4.1                 | resize (448 stage 1 / 224 downstream), flip   | resize                   |
+| camcontrast | CAMContrast §4.1, public code    | random resized crop (0.8–1), flip, rotation 30° | resize side·256/224, centre crop |
+| camcontrast_seg | CAMContrast SIIM fine-tuning | as camcontrast (the mask moves with the image) | resize (the whole image) |
+| contrastive | SimCLR / SupCon views (CAMContrast baselines) | camcontrast + brightness/contrast jitter 0.4 | as camcontrast |
 | seg         | lung / SIIM segmentation         | resize, horizontal flip                       | resize                   |
 | plain       | tests and smoke runs             | resize                                        | resize                   |
 
@@ -22,8 +24,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-PRESETS = ("rgt", "amm", "stn", "gmml", "camcontrast", "seg", "plain")
-DEFAULT_SIZE = {"rgt": 224, "amm": 224, "stn": 512, "gmml": 256, "camcontrast": 224, "seg": 224, "plain": 224}
+PRESETS = ("rgt", "amm", "stn", "gmml", "camcontrast", "camcontrast_seg", "contrastive", "seg", "plain")
+DEFAULT_SIZE = {"rgt": 224, "amm": 224, "stn": 512, "gmml": 256, "camcontrast": 224, "camcontrast_seg": 224,
+                "contrastive": 224, "seg": 224, "plain": 224}
 
 
 def build_transforms(preset: str, train: bool, size: int | None = None, eval_size: int | None = None) -> v2.Compose:
@@ -46,7 +49,18 @@ def build_transforms(preset: str, train: bool, size: int | None = None, eval_siz
         ops = [v2.Resize((size, size), antialias=True)]
         if train:
             ops.append(v2.RandomAffine(degrees=5, shear=3))
-    elif preset in ("gmml", "camcontrast", "seg"):
+    elif preset in ("camcontrast", "camcontrast_seg", "contrastive"):
+        pre = round(eval_size * 256 / 224)
+        if train:
+            ops = [v2.RandomResizedCrop(size, scale=(0.8, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+                   v2.RandomRotation(30)]
+        elif preset == "camcontrast_seg":
+            ops = [v2.Resize((eval_size, eval_size), antialias=True)]
+        else:
+            ops = [v2.Resize((pre, pre), antialias=True), v2.CenterCrop(eval_size)]
+        if train and preset == "contrastive":
+            ops.append(v2.ColorJitter(brightness=0.4, contrast=0.4))
+    elif preset in ("gmml", "seg"):
         side = size if train else eval_size
         ops = [v2.Resize((side, side), antialias=True)] + ([v2.RandomHorizontalFlip()] if train else [])
     else:

@@ -15,7 +15,11 @@ refuses a DataModule of the wrong kind when it is built, before any training ste
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
+
+from ..artifacts import ArtifactError, save_encoder
 
 
 class Method(L.LightningModule):
@@ -44,3 +48,16 @@ class Method(L.LightningModule):
             raise ValueError(f"{len(self.class_names)} class names for num_classes={num_classes}")
         self.test_metrics: dict[str, float] = {}  # read by the result record (callbacks.WriteResult)
         self.test_curves: dict = {}
+
+    def export_artifact(self, kind: str, path: Path, datamodule=None, producer: dict | None = None) -> Path:
+        """Write this method's artifact of ``kind`` (``cxrbench.artifacts.ARTIFACT_FILES``) to ``path``.
+
+        The runner calls it after fit, on the weights the cell keeps, for every kind the cell's
+        ``produces`` lists. Here: ``encoder`` for any method whose ``encoder`` is a registry encoder;
+        a method exporting another kind (heatmaps, boxes) overrides this and calls ``super()`` otherwise.
+        """
+        from ..models.encoders import Encoder
+
+        if kind == "encoder" and isinstance(getattr(self, "encoder", None), Encoder):
+            return save_encoder(path, self.encoder, producer)
+        raise ArtifactError(f"{type(self).__name__} does not produce a {kind!r} artifact")

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..localization import THRESHOLDS, best_iou_per_class, heatmap_to_boxes, iou_accuracy
+from ..losses import masked_bce
 from ..metrics import SampleStore, auc, confusion_rates, pr_auc, roc_points, threshold_at_recall, weighted_report
 from .base import Method
 
@@ -73,10 +74,7 @@ class ClassificationMethod(Method):
     def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         if self.task == "multiclass":
             return F.cross_entropy(logits, label.long())
-        known = ~torch.isnan(label)
-        per = F.binary_cross_entropy_with_logits(logits, label.nan_to_num(0), reduction="none",
-                                                 pos_weight=self.pos_weight.to(logits.dtype))
-        return (per * known).sum() / known.sum().clamp_min(1)
+        return masked_bce(logits, label, self.pos_weight)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(-1) if self.task == "multiclass" else logits.sigmoid()

@@ -35,29 +35,16 @@ Deviations, with reasons:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import sigmoid_focal_loss
 
 from ..models.byoa import ClassBoxPrior, byoa_boxes
 from ..models.rgt_model import ClassHeads, CrossAttention, MultiTokenViT, RadiomicsEncoder, projection
+from ..losses import masked_focal, nt_xent
 from ..radiomics import extract
+from ..schedules import lightning_warmup_cosine
 from .classification import ClassificationMethod
-
-
-def nt_xent(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
-    """NT-Xent over 2N views (SimCLR): row i of ``a`` and row i of ``b`` are a positive pair; every
-    other row of either view is a negative (RGT §III-C: "the negative samples will be other chest
-    X-rays (both image and radiomics views)"); cosine similarity / tau, mean over the 2N anchors.
-    Written here (a masked cross-entropy) because the one library that has it, pytorch-metric-learning,
-    is outside the design card's stack; the tests check it against that library's NTXentLoss."""
-    z = F.normalize(torch.cat([a, b]), dim=-1)
-    n = len(a)
-    sim = (z @ z.T / tau).masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    return F.cross_entropy(sim, torch.arange(2 * n, device=z.device).roll(n))
 
 
 class ViTBaseline(ClassificationMethod):
@@ -87,23 +74,11 @@ class ViTBaseline(ClassificationMethod):
         return F.interpolate(att, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        known = ~torch.isnan(label)
-        per = sigmoid_focal_loss(logits, label.nan_to_num(0), alpha=self.hparams.focal_alpha,
-                                 gamma=self.hparams.focal_gamma, reduction="none")
-        return (per * known).sum() / known.sum().clamp_min(1)
+        return masked_focal(logits, label, self.hparams.focal_alpha, self.hparams.focal_gamma)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = int(total * self.hparams.warmup_epochs / max(1, self.trainer.max_epochs or 1))
-
-        def schedule(step):  # linear warm-up, then cosine to 0
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": lightning_warmup_cosine(self, opt, self.hparams.warmup_epochs)}
 
 
 class RGT(ViTBaseline):

@@ -1,0 +1,105 @@
+"""Artifacts: what one cell of a pipeline hands to the next (an encoder, heatmaps, a box regressor).
+
+An artifact is a file (or folder) in the producing run's ``artifacts/`` folder, named by its kind
+(``ARTIFACT_FILES``). A file artifact is a ``torch.save`` of plain data and tensors only::
+
+    {"kind": "encoder", "format": 1, "payload": {...}, "producer": {"run_id", "method", "seed",
+     "fraction", "dataset", "commit", ...}}
+
+so it loads with ``torch.load(weights_only=True)`` — nothing in it can run code — in a fresh process,
+without the class of the method that produced it. Written atomically: a reader never sees half an
+artifact, and a cell that only produces an artifact is done when its file exists.
+
+Encoders (``save_encoder`` / ``load_encoder``): payload = {"encoder": {"name", "kwargs"}, "state_dict"},
+rebuilt by name through ``cxrbench.models.encoders.build_encoder``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .provenance import commit
+
+FORMAT = 1
+#: kind -> file (or folder) name inside a run's ``artifacts/``. A method that exports a new kind adds it here.
+ARTIFACT_FILES = {
+    "encoder": "encoder.pt",
+    "heatmaps": "heatmaps",
+    "thorax_boxes": "thorax_boxes.pt",
+}
+
+
+class ArtifactError(ValueError):
+    """A missing, unreadable or mismatched artifact; the message names the file and both sides."""
+
+
+def artifact_path(run_dir: str | Path, kind: str) -> Path:
+    if kind not in ARTIFACT_FILES:
+        raise ArtifactError(f"unknown artifact kind {kind!r}; known kinds: {sorted(ARTIFACT_FILES)}")
+    return Path(run_dir) / "artifacts" / ARTIFACT_FILES[kind]
+
+
+def save_artifact(path: str | Path, kind: str, payload: dict, producer: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"kind": kind, "format": FORMAT, "payload": payload,
+              "producer": {**(producer or {}), "commit": (producer or {}).get("commit") or commit()}}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(record, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_artifact(path: str | Path, kind: str, consumer: str = "this cell") -> dict:
+    """The record of a file artifact of ``kind``; refuses a missing file, an unpicklable or foreign
+    file, and an artifact of another kind — naming the file, its kind and what ``consumer`` needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{consumer} needs a {kind} artifact at {path}, which does not exist: has the "
+                            "producing cell finished? (`cxrbench bench SPEC --dry-run` shows its status)")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated file, or a pickle that is more than tensors and plain data
+        raise ArtifactError(f"{path} is not a readable cxrbench artifact (loaded with weights_only=True): {err}") from err
+    if not isinstance(record, dict) or "kind" not in record or "payload" not in record:
+        raise ArtifactError(f"{path} is not a cxrbench artifact (no 'kind'/'payload'); {consumer} needs a {kind} artifact")
+    if record["kind"] != kind:
+        raise ArtifactError(f"{path} is a {record['kind']!r} artifact (from {record.get('producer', {}).get('run_id', '?')}), "
+                            f"but {consumer} needs a {kind!r} artifact")
+    if record.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: artifact format {record.get('format')} is not the supported format {FORMAT}")
+    return record
+
+
+# ---------------------------------------------------------------------------------------- encoders
+def save_encoder(path: str | Path, encoder, producer: dict | None = None) -> Path:
+    state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+    return save_artifact(path, "encoder", {"encoder": encoder.spec(), "state_dict": state}, producer)
+
+
+def load_encoder(path: str | Path, expect_name: str | None = None, expect_kind: str | None = None,
+                 consumer: str = "this cell"):
+    """Rebuild an encoder artifact by name and load its weights (every tensor, strictly).
+
+    ``expect_name`` / ``expect_kind`` ("cnn" or "vit"): what the consumer's architecture needs; an
+    artifact of another one is refused with both names. Returns (encoder, record).
+    """
+    from .models.encoders import build_encoder
+
+    record = read_artifact(path, "encoder", consumer)
+    spec = record["payload"]["encoder"]
+    if expect_name is not None and spec["name"] != expect_name:
+        raise ArtifactError(f"{path} holds a {spec['name']!r} encoder {spec['kwargs']}, but {consumer} is built "
+                            f"for a {expect_name!r} encoder")
+    encoder = build_encoder(spec["name"], **spec["kwargs"])
+    if expect_kind is not None and encoder.kind != expect_kind:
+        raise ArtifactError(f"{path} holds a {spec['name']!r} encoder ({encoder.kind}), but {consumer} needs a "
+                            f"{expect_kind} encoder")
+    missing, unexpected = encoder.load_state_dict(record["payload"]["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ArtifactError(f"{path}: the weights do not fit a {spec['name']!r} encoder {spec['kwargs']}: "
+                            f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    return encoder, record

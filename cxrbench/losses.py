@@ -1,0 +1,70 @@
+"""Every loss of cxrbench, as plain functions (solo-learn's ``losses/``): one home, tested once.
+
+- ``nt_xent``: SimCLR's NT-Xent over 2N views (RGT, SimCLR, CAMContrast stage 2).
+- ``supcon``: supervised contrastive loss, SupContrast's form (the mean of log-probabilities over
+  positives, outside the log), as CAMContrast's SupCon baseline uses it.
+- ``masked_bce`` / ``masked_focal``: multi-label losses where NaN labels are unknown and do not count.
+- ``dice_loss``: MONAI's ``DiceLoss`` (sigmoid, pooled over the batch, smooth 1), CAMContrast's form.
+
+NT-Xent and SupCon are written here (a masked cross-entropy each) because the one library that has
+them, pytorch-metric-learning, is outside the design card's stack; the tests check both against it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
+    """NT-Xent over 2N views (SimCLR): row i of ``a`` and row i of ``b`` are a positive pair; every
+    other row of either view is a negative (RGT §III-C: "the negative samples will be other chest
+    X-rays (both image and radiomics views)"); cosine similarity / tau, mean over the 2N anchors."""
+    z = F.normalize(torch.cat([a, b]), dim=-1)
+    n = len(a)
+    sim = (z @ z.T / tau).masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    return F.cross_entropy(sim, torch.arange(2 * n, device=z.device).roll(n))
+
+
+def supcon(views: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, L_out) over [N, V, D] embeddings of V views.
+
+    Every other view of an image with the same label is a positive; the anchor itself is left out.
+    Per anchor: −mean over positives of log softmax (over all other views) / tau; mean over anchors
+    with at least one positive. With distinct labels it is NT-Xent over the V views.
+    """
+    n, v, _ = views.shape
+    z = F.normalize(views.reshape(n * v, -1), dim=-1)
+    lab = labels.reshape(-1).repeat_interleave(v)
+    self_mask = torch.eye(n * v, dtype=torch.bool, device=z.device)
+    logits = (z @ z.T / tau).masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    pos = (lab[:, None] == lab[None, :]) & ~self_mask
+    n_pos = pos.sum(1)
+    mean_log_pos = log_prob.masked_fill(~pos, 0).sum(1) / n_pos.clamp_min(1)
+    has = n_pos > 0
+    return -(mean_log_pos[has]).mean() if has.any() else logits.new_zeros(())
+
+
+def masked_bce(logits: torch.Tensor, label: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy over the known labels (NaN = unknown), mean over known entries."""
+    known = ~torch.isnan(label)
+    per = F.binary_cross_entropy_with_logits(logits, label.nan_to_num(0), reduction="none",
+                                             pos_weight=None if pos_weight is None else pos_weight.to(logits.dtype))
+    return (per * known).sum() / known.sum().clamp_min(1)
+
+
+def masked_focal(logits: torch.Tensor, label: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """torchvision's sigmoid focal loss over the known labels (NaN = unknown), mean over known entries."""
+    known = ~torch.isnan(label)
+    per = sigmoid_focal_loss(logits, label.nan_to_num(0), alpha=alpha, gamma=gamma, reduction="none")
+    return (per * known).sum() / known.sum().clamp_min(1)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 − (2Σpt + s) / (Σp + Σt + s) on sigmoid outputs, pooled over the whole batch (MONAI DiceLoss
+    with sigmoid=True, batch=True, smooth_nr = smooth_dr = smooth): CAMContrast's SIIM loss."""
+    from monai.losses import DiceLoss
+
+    return DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth, smooth_dr=smooth)(logits, target.float())
