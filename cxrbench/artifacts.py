@@ -74,6 +74,24 @@ def read_artifact(path: str | Path, kind: str, consumer: str = "this cell") -> d
     return record
 
 
+def check_artifact(path: str | Path, kind: str, consumer: str = "this cell") -> None:
+    """Refuse a missing artifact or one of another kind before a consumer starts. A folder artifact
+    (heatmaps) is checked through its ``artifact.json`` (``{"kind": ..., "format": ...}``)."""
+    path = Path(path)
+    if path.is_dir():
+        import json
+
+        meta_file = path / "artifact.json"
+        if not meta_file.is_file():
+            raise ArtifactError(f"{consumer} needs a {kind} artifact at {path}: the folder has no artifact.json "
+                                "(an interrupted export?)")
+        got = json.loads(meta_file.read_text()).get("kind")
+        if got != kind:
+            raise ArtifactError(f"{path} is a {got!r} artifact, but {consumer} needs a {kind!r} artifact")
+        return
+    read_artifact(path, kind, consumer)
+
+
 # ---------------------------------------------------------------------------------------- encoders
 def save_encoder(path: str | Path, encoder, producer: dict | None = None) -> Path:
     state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -15,13 +16,18 @@ class WriteResult(L.Callback):
 
     Args:
         task: the benchmark task the run belongs to (e.g. 'nih-cardiomegaly').
+        method: the leaderboard row's name (default: the module's registry name); a sweep sets its
+            cell's method name, e.g. 'amm-densenet121', or 'simclr' for a probe of a SimCLR encoder.
         out_dir: folder of the record (default: the trainer's log_dir).
         run_id: defaults to the folder's name.
         scale: overrides the scale derived from the data (e.g. 'smoke').
+        seed, fold: default to the run's global seed and the DataModule's fold (when it has folds).
     """
 
-    def __init__(self, task: str, out_dir: str | None = None, run_id: str | None = None, scale: str | None = None):
-        self.task, self.out_dir, self.run_id, self.scale = task, out_dir, run_id, scale
+    def __init__(self, task: str, method: str | None = None, out_dir: str | None = None, run_id: str | None = None,
+                 scale: str | None = None, seed: int | None = None, fold: int | None = None):
+        self.task, self.method, self.out_dir, self.run_id, self.scale = task, method, out_dir, run_id, scale
+        self.seed, self.fold = seed, fold
 
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -32,21 +38,18 @@ class WriteResult(L.Callback):
         if self.scale:
             prov["scale"] = self.scale
         prov["commit"] = commit()
-        seed = int(getattr(trainer, "_cxrbench_seed", None) or _env_seed())
+        fold = self.fold if self.fold is not None else getattr(dm, "fold", None)
         record = {
             "run_id": self.run_id or out.name,
-            "method": pl_module.method_name,
+            "method": self.method or pl_module.method_name,
+            "module": type(pl_module).__name__,
             "task": self.task,
-            "seed": seed,
+            "seed": int(self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED", 0)),
             "fraction": float(getattr(dm, "fraction", 1.0)),
             "metrics": dict(pl_module.test_metrics),
             "provenance": prov,
             "curves": pl_module.test_curves,
         }
+        if fold is not None and getattr(dm, "protocol", "cv") == "cv":
+            record["fold"] = int(fold)
         write_result(out, record)
-
-
-def _env_seed() -> int:
-    import os
-
-    return int(os.environ.get("PL_GLOBAL_SEED", 0))

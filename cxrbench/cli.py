@@ -57,19 +57,19 @@ def _bench(args: argparse.Namespace) -> int:
     from .runner.launch import prepare_data, run_local, run_slurm, status
     from .runner.spec import load_spec
 
-    spec = load_spec(args.spec)
-    if args.runs_dir:
-        from pathlib import Path
-
-        spec.runs_dir = Path(args.runs_dir)
+    spec = load_spec(args.spec, runs_dir=args.runs_dir)
     if args.only:
-        spec.cells = [c for c in spec.cells if c.name in args.only]
+        added = spec.select(args.only)
+        if added:
+            print(f"--only: also running the producers these cells need: {', '.join(added)}")
     if args.dry_run:
         print(f"sweep {spec.name} ({spec.scale}): {len(spec.cells)} cells -> {spec.runs_dir}")
         for c in spec.cells:
-            needs = f" needs {sorted(c.needs.values())}" if c.needs else ""
-            print(f"  [{status(spec, c):8s}] {c.run_id}  task={c.task} method={c.method} seed={c.seed} "
-                  f"fraction={c.fraction:g}{needs}")
+            needs = "".join(f" needs {r}={n.cell}:{n.artifact}" for r, n in c.needs.items())
+            makes = f" produces {','.join(c.produces)}" if c.produces else ""
+            fold = "" if c.fold is None else f" fold={c.fold}"
+            print(f"  [{status(spec, c):8s}] {c.run_id}  task={c.task or '-'} method={c.method} seed={c.seed} "
+                  f"fraction={c.fraction:g}{fold}{makes}{needs}")
         return 0
     prepare_data(spec)
     if args.launcher == "local":
@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local subprocesses, or one SLURM job per cell through submitit ('debug' runs submitit's local debug executor)")
     b.add_argument("--partition", default=None, help="SLURM partition")
     b.add_argument("--runs-dir", default=None, help="override the spec's runs_dir")
-    b.add_argument("--only", nargs="+", default=None, help="cell names to run")
+    b.add_argument("--only", nargs="+", default=None,
+                   help="cell names to run (with the producer cells they need)")
     b.add_argument("--leaderboard", default=None, metavar="OUT", help="write the leaderboards to OUT afterwards")
     b.set_defaults(func=_bench)
     return p
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from data_modules.io import DataError
 
+    from .artifacts import ArtifactError
     from .results import ResultError
     from .runner.spec import SpecError
     from data_modules.twin.io import TwinError
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (TwinError, MissingSourceError, DataError, ResultError, SpecError, FileNotFoundError) as err:
+    except (TwinError, MissingSourceError, DataError, ResultError, SpecError, ArtifactError, FileNotFoundError) as err:
         print(f"cxrbench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -2,8 +2,10 @@
 
     cxrbench leaderboard RUNS_DIR [--out results/]
 
-Each cell is the mean ± std over seeds with n, and the paper's number beside it where the paper has
-one. Every file opens with the provenance of the numbers it holds: twin or real data, scale, seeds,
+Each cell is the mean ± std over seeds (and folds, where a protocol has them) with n, and the paper's
+number beside it where the paper has one. Rows are the sweep's method names (``result.json``'s
+``method``: e.g. ``amm-densenet121``, or ``simclr`` for the probes of a SimCLR encoder). Every file
+opens with the provenance of the numbers it holds: twin or real data, scale, seeds,
 commits.
 """
 
@@ -61,12 +63,14 @@ LOC_TASK = {"nih8-cls": "nih8-loc"}
 
 
 def aggregate(records: list[dict]) -> pd.DataFrame:
-    """Long table: task, method, fraction, metric, mean, std, n, paper, paper_source, seeds."""
+    """Long table: task, method, fraction, metric, mean, std, n, paper, paper_source, seeds (seed/kFOLD)."""
     groups: dict = defaultdict(list)
     for r in records:
         for metric, value in r["metrics"].items():
             task = LOC_TASK.get(r["task"], r["task"]) if metric.startswith("iou_acc") else r["task"]
-            groups[(task, r["method"], float(r["fraction"]), metric)].append((r["seed"], value))
+            # folds (CheXpert CV) are aggregated like seeds: n = seeds × folds
+            run = str(r["seed"]) if r.get("fold") is None else f"{r['seed']}/k{r['fold']}"
+            groups[(task, r["method"], float(r["fraction"]), metric)].append((run, value))
     rows = []
     for (task, method, fraction, metric), items in sorted(groups.items()):
         mean, std, n = _fmt([v for _, v in items])

@@ -2,7 +2,8 @@
 
 A record is ``result.json`` in the run's folder::
 
-    {"run_id": str, "method": str, "task": str, "seed": int, "fraction": float,
+    {"run_id": str, "method": str, "task": str, "seed": int, "fraction": float, "fold": int (optional),
+     "module": str (optional: the LightningModule class; "method" is the leaderboard row's name),
      "metrics": {"auc/mean": 0.81, "auc/Cardiomegaly": 0.81, "iou_acc@0.1/mean": 0.4, ...},
      "provenance": {"data": "twin" | "real", "scale": "smoke" | "full" | ..., "commit": str, ...},
      "curves": {"roc": {"<class>": {"fpr": [...], "tpr": [...]}}}          (optional)
@@ -33,6 +34,8 @@ def validate(record: dict, where: str = "result") -> dict:
             raise ResultError(f"{where}: missing key {key!r} (a result needs {sorted(REQUIRED)})")
         if not isinstance(record[key], typ) or isinstance(record[key], bool):
             raise ResultError(f"{where}: {key!r} should be {typ}, got {type(record[key]).__name__}")
+    if "fold" in record and (not isinstance(record["fold"], int) or isinstance(record["fold"], bool)):
+        raise ResultError(f"{where}: 'fold' should be an int, got {record['fold']!r}")
     missing = [k for k in PROVENANCE if k not in record["provenance"]]
     if missing:
         raise ResultError(f"{where}: provenance lacks {missing}: every number must say where it came from")

@@ -66,9 +66,17 @@ def test_spec_errors_are_named(tmp_path):
     with pytest.raises(SpecError, match="missing top-level key 'cells'"):
         (tmp_path / "s.yaml").write_text("name: x\ndata: {}\n")
         load_spec(tmp_path / "s.yaml")
-    bad = _spec(tmp_path, tmp_path, [{"name": "a", "task": "t", "method": "m", "config": "nope.yaml", "data": "nih"}])
+    bad = _spec(tmp_path, tmp_path, [{"name": "a", "task": "nih8-cls", "method": "m", "config": "nope.yaml", "data": "nih"}])
     with pytest.raises(SpecError, match="config .*nope.yaml does not exist"):
         load_spec(bad)
+    cell = {"name": "a", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih"}
+    for change, message in (({"task": "nih8"}, "task 'nih8' is on no leaderboard; known tasks"),
+                            ({"seeds": 0}, "seeds must be a non-empty list of integers"),
+                            ({"fractions": [0, 0.5]}, r"fractions must be a non-empty list of numbers in \(0, 1\]"),
+                            ({"produces": ["weights"]}, "produces unknown artifact kind"),
+                            ({"task": None}, "a cell needs a task .* or produces")):
+        with pytest.raises(SpecError, match=message):
+            load_spec(_spec(tmp_path, tmp_path, [{**cell, **change}]))
 
 
 def test_killed_sweep_resumes_and_finishes_every_cell_once(twin_factory, tmp_path):
@@ -165,28 +173,118 @@ def test_spec_override_typo_fails_the_cell_with_the_parser_message(twin_factory,
     assert "lrr" in log and "Traceback" not in log
 
 
-def test_two_stage_pipeline_consumes_the_first_cells_artifact(twin_factory, tmp_path):
+PRETRAIN = str(REPO / "benchmarks/configs/supce_nih.yaml")
+PROBE = str(REPO / "benchmarks/configs/linear_nih14.yaml")
+TINY_PIPE = {"trainer.max_epochs": 1, "trainer.max_steps": -1, "trainer.accelerator": "cpu", "trainer.devices": 1,
+             "trainer.callbacks": [], "model.init_args.encoder_kwargs": {"width": 4}, "data.init_args.image_size": 32,
+             "data.init_args.cache_size": 64, "data.init_args.batch_size": 16, "data.init_args.num_workers": 0}
+
+
+def _pipeline(tmp_path, root, probe_extra=None, producer_extra=None):
+    cells = [{"name": "pretrain", "method": "supce", "config": PRETRAIN, "data": "nih", "produces": ["encoder"],
+              **(producer_extra or {})},
+             {"name": "probe", "task": "nih14-linear", "method": "supce", "config": PROBE, "data": "nih",
+              "fractions": [0.5], "needs": {"encoder": "pretrain"},
+              "overrides": {"model.init_args.encoder_artifact": "${needs.encoder}"}, **(probe_extra or {})}]
+    return _spec(tmp_path, root, cells, defaults=TINY_PIPE)
+
+
+def test_pipeline_pretrain_then_probe_through_an_encoder_artifact(twin_factory, tmp_path):
+    """A producer-only cell (no task) checkpoints on its own loss, exports an encoder artifact and is
+    done when it is written; its consumer reads it by absolute path and is recorded under the sweep's
+    method name; a rerun does nothing."""
     root = twin_factory("nih", n=90, size=64)
-    cells = [
-        {"name": "pretrain", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih", "seeds": [0]},
-        {"name": "probe", "task": "nih8-cls", "method": "toy-linear", "config": TOY, "data": "nih", "seeds": [0],
-         "fractions": [0.5], "needs": {"encoder": "pretrain"},
-         "overrides": {"model.class_path": "toy_methods.ToyLinearProbe",
-                       "model.init_args.encoder_ckpt": "${needs.encoder}"}},
-    ]
-    spec_path = _spec(tmp_path, root, cells)
-    spec = load_spec(spec_path)
+    spec = load_spec(_pipeline(tmp_path, root))
     producer, consumer = spec.cells
-    assert consumer.needs == {"encoder": producer.run_id}
-    assert consumer.config["model"]["init_args"]["encoder_ckpt"] == str(spec.runs_dir / producer.run_id / "model.ckpt")
-    res = _bench(spec_path, tmp_path)
+    assert consumer.needs["encoder"].run_id == producer.run_id
+    res = _bench(spec.path, tmp_path)
     assert res.returncode == 0, res.stdout + "".join(p.read_text()[-2000:] for p in spec.runs_dir.rglob("stdout.log"))
-    a = torch.load(spec.runs_dir / producer.run_id / "model.ckpt", weights_only=False)["state_dict"]
-    b = torch.load(spec.runs_dir / consumer.run_id / "model.ckpt", weights_only=False)["state_dict"]
-    enc = [k for k in a if k.startswith("encoder.")]
-    assert enc and all(torch.equal(a[k], b[k]) for k in enc)  # loaded and kept frozen
-    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("head."))
-    assert json.loads((spec.runs_dir / consumer.run_id / "result.json").read_text())["fraction"] == 0.5
+    pdir, cdir = spec.runs_dir / producer.run_id, spec.runs_dir / consumer.run_id
+    assert (pdir / "artifacts/encoder.pt").is_file() and not (pdir / "result.json").exists()
+    assert status(spec, producer) == "done"
+    ckpt = torch.load(pdir / "model.ckpt", map_location="cpu", weights_only=True)
+    monitors = [v.get("monitor") for k, v in ckpt["callbacks"].items() if "ModelCheckpoint" in k]
+    assert monitors == ["val/loss"]  # the pretraining family's own loss, not val/auc
+    config = yaml.safe_load((cdir / "config.yaml").read_text())
+    assert config["model"]["init_args"]["encoder_artifact"] == str((pdir / "artifacts/encoder.pt").resolve())
+    rec = json.loads((cdir / "result.json").read_text())
+    assert rec["method"] == "supce" and rec["module"] == "LinearProbe" and rec["fraction"] == 0.5
+    # the probe's encoder is the artifact's, untouched (strict probe)
+    art = torch.load(pdir / "artifacts/encoder.pt", weights_only=True)["payload"]["state_dict"]
+    kept = torch.load(cdir / "model.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(art[k], kept[f"encoder.{k}"]) for k in art)
+    again = _bench(spec.path, tmp_path)
+    assert again.returncode == 0 and again.stdout.count("[done]") == 2
+
+
+def test_needs_resolve_after_runs_dir_anywhere_in_the_config_and_ids_do_not_depend_on_paths(tmp_path):
+    root = tmp_path / "nih"
+    extra = {"overrides": {"model.init_args.encoder_artifact": "${needs.encoder}",
+                           "trainer.callbacks": [{"class_path": "x", "init_args": {"note": "from ${needs.encoder}"}}]}}
+    path = _pipeline(tmp_path, root, probe_extra=extra)
+    a = load_spec(path)
+    b = load_spec(path, runs_dir=tmp_path / "elsewhere")
+    assert [c.run_id for c in a.cells] == [c.run_id for c in b.cells]
+    cfg = b.cells[1].resolved_config(b.runs_dir)
+    want = str((tmp_path / "elsewhere" / a.cells[0].run_id / "artifacts/encoder.pt").resolve())
+    assert cfg["model"]["init_args"]["encoder_artifact"] == want
+    assert cfg["trainer"]["callbacks"][0]["init_args"]["note"] == f"from {want}"
+    moved = yaml.safe_load(path.read_text())
+    moved["data"]["nih"]["root"] = str(tmp_path / "moved")
+    path.write_text(yaml.safe_dump(moved))
+    assert [c.run_id for c in load_spec(path).cells] == [c.run_id for c in a.cells]  # the data moved, same runs
+
+
+def test_needs_refuses_a_fraction_or_seed_no_producer_has(tmp_path):
+    path = _pipeline(tmp_path, tmp_path, producer_extra={"fractions": [0.5]})
+    with pytest.raises(SpecError, match=r"needs 'pretrain' at seed 0, fraction 1, which 'pretrain' does not run "
+                                        r"\(seeds \[0\], fractions \[0.5\]\)"):
+        load_spec(path)
+    path = _pipeline(tmp_path, tmp_path, probe_extra={"seeds": [0, 1]})
+    with pytest.raises(SpecError, match=r"\(seed 1, fraction 0.5\): needs 'pretrain' at seed 1"):
+        load_spec(path)
+    ok = _pipeline(tmp_path, tmp_path, probe_extra={"seeds": [0, 1], "needs": {"encoder": {"cell": "pretrain", "seed": 0}}})
+    assert {c.needs["encoder"].run_id for c in load_spec(ok).cells[1:]} == {load_spec(ok).cells[0].run_id}
+    bad = _pipeline(tmp_path, tmp_path, probe_extra={"needs": {"encoder": {"cell": "pretrain", "artifact": "heatmaps"}}})
+    with pytest.raises(SpecError, match="needs a 'heatmaps' artifact from 'pretrain', which produces \\['encoder'\\]"):
+        load_spec(bad)
+    typo = _pipeline(tmp_path, tmp_path, probe_extra={"overrides": {"model.init_args.encoder_artifact": "${needs.encodr}"}})
+    with pytest.raises(SpecError, match="uses \\$\\{needs.encodr\\} but needs only \\['encoder'\\]"):
+        load_spec(typo)
+
+
+def test_only_brings_in_the_producers_a_cell_needs(tmp_path):
+    spec = load_spec(_pipeline(tmp_path, tmp_path))
+    assert spec.select(["probe"]) == ["pretrain"] and [c.name for c in spec.cells] == ["pretrain", "probe"]
+    with pytest.raises(SpecError, match="unknown cell"):
+        load_spec(spec.path).select(["prob"])
+
+
+def test_a_consumer_whose_artifact_is_missing_stops_before_training(twin_factory, tmp_path):
+    root = twin_factory("nih", n=90, size=64)
+    spec = load_spec(_pipeline(tmp_path, root))
+    from cxrbench.runner.launch import write_cell
+
+    d = write_cell(spec, spec.cells[1])  # the consumer alone, as a SLURM job whose producer did not finish
+    res = subprocess.run([sys.executable, "-m", "cxrbench.runner.cell", str(d)], capture_output=True, text=True,
+                         cwd=tmp_path, env=_env(tmp_path))
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "needs a encoder artifact at" in res.stderr and spec.cells[0].run_id in res.stderr
+    assert "Traceback" not in res.stderr and not (d / "checkpoints").exists()
+
+
+def test_amm_table5_is_one_leaderboard_row_per_backbone_and_head(tmp_path, monkeypatch):
+    from cxrbench.leaderboard import aggregate
+
+    monkeypatch.setenv("CXR_DATA", str(tmp_path))
+    spec = load_spec(REPO / "benchmarks/amm_table5.yaml", repo=REPO)
+    methods = sorted({c.method for c in spec.cells})
+    assert len(methods) == 8 and "amm-densenet121" in methods and "gap-inception-resnet-v2" in methods
+    records = [{"method": c.method, "task": c.task, "seed": c.seed, "fraction": 1.0, "metrics": {"auc/mean": 0.8}}
+               for c in spec.cells]
+    table = aggregate(records)
+    assert sorted(table["method"]) == methods and set(table["n"]) == {3}
+    assert table.set_index("method").loc["gap-resnet50", "paper"] == 0.86  # AMM Table 5
 
 
 def test_slurm_launcher_submits_one_job_per_cell_through_submitit(twin_factory, tmp_path):

@@ -1,4 +1,4 @@
-"""Toy methods for runner tests: a tiny encoder 'pretrained' by one cell and consumed by the next."""
+"""A toy classifier for runner tests: small enough that a cell is a few seconds."""
 
 from __future__ import annotations
 
@@ -26,15 +26,3 @@ class ToyClassifier(ClassificationMethod):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-
-
-class ToyLinearProbe(ToyClassifier):
-    """Loads the encoder of another cell's artifact and freezes it (a linear evaluation)."""
-
-    method_name = "toy-linear"
-
-    def __init__(self, encoder_ckpt: str = "", **kwargs):
-        super().__init__(**kwargs)
-        state = torch.load(encoder_ckpt, map_location="cpu", weights_only=False)["state_dict"]
-        self.encoder.load_state_dict({k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")})
-        self.encoder.requires_grad_(False)

@@ -1,10 +1,26 @@
-"""The method registry: name -> LightningModule class (one module per paper + baselines)."""
+"""The method registry: the only place a method is named (registry name -> LightningModule class).
+
+Families (``base.py``): classification, segmentation, pretraining, and evaluation of an encoder.
+One module per paper (amm, rgt, …) plus the baselines; ``cxrbench fit --model <name>`` accepts the
+registry name or the class name.
+"""
 
 from .amm import AMM, GAPBaseline
 from .base import Method
 from .classification import ClassificationMethod
+from .evaluation import EncoderClassifier, EncoderSegmenter, FineTune, LinearProbe
+from .pretraining import PretrainingMethod
 from .rgt import RGT, ViTBaseline
+from .segmentation import SegmentationMethod
+from .ssl_baselines import SimCLR, SupCE, SupCon
 
-METHODS = {"amm": AMM, "gap": GAPBaseline, "rgt": RGT, "vit": ViTBaseline}
+METHODS = {
+    "amm": AMM, "gap": GAPBaseline,
+    "rgt": RGT, "vit": ViTBaseline,
+    "supce": SupCE, "simclr": SimCLR, "supcon": SupCon,
+    "linear": LinearProbe, "finetune": FineTune, "unet": EncoderSegmenter,
+}
 
-__all__ = ["METHODS", "Method", "ClassificationMethod", "AMM", "GAPBaseline", "RGT", "ViTBaseline"]
+__all__ = ["METHODS", "Method", "ClassificationMethod", "SegmentationMethod", "PretrainingMethod",
+           "EncoderClassifier", "LinearProbe", "FineTune", "EncoderSegmenter", "AMM", "GAPBaseline", "RGT",
+           "ViTBaseline", "SupCE", "SimCLR", "SupCon"]

@@ -49,6 +49,12 @@ class Method(L.LightningModule):
         self.test_metrics: dict[str, float] = {}  # read by the result record (callbacks.WriteResult)
         self.test_curves: dict = {}
 
+    def split_name(self, dataloader_idx: int) -> str:
+        """The evaluation split a test dataloader index stands for ("test", "shift", "loc", …)."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(dm, "test_splits", ["test"])
+        return names[dataloader_idx] if dataloader_idx < len(names) else f"test{dataloader_idx}"
+
     def export_artifact(self, kind: str, path: Path, datamodule=None, producer: dict | None = None) -> Path:
         """Write this method's artifact of ``kind`` (``cxrbench.artifacts.ARTIFACT_FILES``) to ``path``.
 

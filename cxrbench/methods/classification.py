@@ -103,10 +103,6 @@ class ClassificationMethod(Method):
             value = auc(got["preds"], got["target"], self.class_names)["mean"]
             self.log("val/auc", 0.0 if math.isnan(value) else value, prog_bar=True)
 
-    def _split_name(self, dataloader_idx: int) -> str:
-        dm = getattr(self.trainer, "datamodule", None)
-        names = getattr(dm, "test_splits", ["test"])
-        return names[dataloader_idx] if dataloader_idx < len(names) else f"test{dataloader_idx}"
 
     def _store(self, name: str, fields) -> SampleStore:
         if name not in self.eval_stores:
@@ -114,7 +110,7 @@ class ClassificationMethod(Method):
         return self.eval_stores[name]
 
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        split = self._split_name(dataloader_idx)
+        split = self.split_name(dataloader_idx)
         if split == "loc":
             self._localize(batch)
             return

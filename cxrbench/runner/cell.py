@@ -1,11 +1,19 @@
-"""Run one cell in this process: fit (resuming from its last checkpoint), then test, then result.json.
+"""Run one cell in this process: fit (resuming from its last checkpoint), export its artifacts, test.
 
     python -m cxrbench.runner.cell RUN_DIR [--devices N]
 
-RUN_DIR holds ``config.yaml`` (the resolved LightningCLI config) and ``cell.json`` (task, method,
-seed, fraction, scale, run id), both written by the launcher. Markers make every step idempotent:
-``fit_done.json`` after training (with the best checkpoint, copied to ``model.ckpt``: the artifact a
-pipeline's next cell consumes) and ``result.json`` (written atomically) when the cell is finished.
+RUN_DIR holds ``config.yaml`` (the resolved LightningCLI config, artifact paths absolute) and
+``cell.json`` (task, method, seed, fraction, fold, needs, produces, run id), both written by the
+launcher. Every step is idempotent:
+
+1. the artifacts the cell needs are checked before anything is built (a clear error names them);
+2. fit, resumed from ``checkpoints/last.ckpt`` when it is readable (read with ``weights_only=True``);
+   without a configured ModelCheckpoint, one watches the method family's own monitor (pretraining:
+   ``val/loss``; classification: ``val/auc``; segmentation: ``val/dice``);
+3. ``model.ckpt`` = the kept checkpoint; each kind in ``produces`` exported from it into
+   ``artifacts/`` (atomically); ``fit_done.json``;
+4. with a task: ``trainer.test`` on ``model.ckpt`` → ``result.json`` (atomically). A cell without a
+   task is done when its artifacts are written.
 """
 
 from __future__ import annotations
@@ -19,15 +27,17 @@ import warnings
 from pathlib import Path
 
 import torch
+import yaml
 
 from data_modules.io import atomic_write_text
 
+from ..artifacts import ArtifactError, artifact_path
 from ..results import RESULT_FILE
 
 
 def _loadable(ckpt: Path) -> bool:
     try:
-        torch.load(ckpt, map_location="cpu", weights_only=False)
+        torch.load(ckpt, map_location="cpu", weights_only=True)
         return True
     except Exception:  # a checkpoint cut by a kill: start that cell's training again
         warnings.warn(f"checkpoint {ckpt} is unreadable; training this cell from the start", stacklevel=2)
@@ -43,12 +53,24 @@ def make_loggers(run_dir: Path, meta: dict) -> list:
 
         # Offline unless the user configured a key; the key itself is never written anywhere by us.
         mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        tags = [f"seed={meta['seed']}", f"fraction={meta['fraction']:g}", f"scale={meta['scale']}"]
+        if meta.get("fold") is not None:
+            tags.append(f"fold={meta['fold']}")
         loggers.append(WandbLogger(
-            project=os.environ.get("WANDB_PROJECT", "cxrbench"), group=meta["task"], job_type=meta["method"],
-            tags=[f"seed={meta['seed']}", f"fraction={meta['fraction']:g}", f"scale={meta['scale']}"],
-            name=meta["run_id"], id=meta["run_id"][-40:], resume="allow", save_dir=str(run_dir), mode=mode,
+            project=os.environ.get("WANDB_PROJECT", "cxrbench"), group=meta.get("task") or "pretraining",
+            job_type=meta["method"], tags=tags, name=meta["run_id"], id=meta["run_id"][-40:], resume="allow",
+            save_dir=str(run_dir), mode=mode,
         ))
     return loggers
+
+
+def check_needs(meta: dict) -> None:
+    """Every artifact the cell consumes exists and is of its kind, before any training starts."""
+    from ..artifacts import check_artifact
+
+    for role, need in (meta.get("needs") or {}).items():
+        check_artifact(need["path"], need["artifact"],
+                       consumer=f"cell {meta['run_id']} ({role} from {need['cell']}, run {need['run_id']})")
 
 
 def run_cell(run_dir: str | Path, devices: int | None = None) -> Path:
@@ -59,34 +81,42 @@ def run_cell(run_dir: str | Path, devices: int | None = None) -> Path:
 
     run_dir = Path(run_dir).resolve()
     result = run_dir / RESULT_FILE
-    if result.exists():
-        return result
     meta = json.loads((run_dir / "cell.json").read_text())
+    produces = list(meta.get("produces") or [])
+    if cell_done(run_dir, meta):
+        return result
+    check_needs(meta)
     args = ["--config", str(run_dir / "config.yaml"), "--trainer.default_root_dir", str(run_dir),
             "--trainer.enable_progress_bar", "false"]
     if devices:
         args += ["--trainer.devices", str(devices)]
         if devices > 1:
             args += ["--trainer.strategy", "ddp"]
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     cli = build_cli(args, run=False)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     trainer.loggers = make_loggers(run_dir, meta)
+    configured = any("ModelCheckpoint" in str(c.get("class_path", "")) if isinstance(c, dict) else False
+                     for c in (config.get("trainer") or {}).get("callbacks") or [])
+    if not configured:  # Lightning's default ModelCheckpoint watches nothing: watch the family's own quantity
+        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
+        monitor, mode = model.monitor
+        trainer.callbacks.append(ModelCheckpoint(monitor=monitor, mode=mode, save_last=True))
     ckpts = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
-    if not ckpts:
-        ckpts = [ModelCheckpoint(save_last=True)]
-        trainer.callbacks.append(ckpts[0])
     for c in ckpts:
         c.dirpath = str(run_dir / "checkpoints")
         c.save_last = True
-    writers = [c for c in trainer.callbacks if isinstance(c, WriteResult)]
-    if not writers:
-        writers = [WriteResult(task=meta["task"])]
-        trainer.callbacks.append(writers[0])
-    for w in writers:
-        w.task, w.out_dir, w.run_id, w.scale = meta["task"], str(run_dir), meta["run_id"], meta["scale"]
-    trainer._cxrbench_seed = meta["seed"]
+    if meta.get("task"):
+        writers = [c for c in trainer.callbacks if isinstance(c, WriteResult)]
+        if not writers:
+            writers = [WriteResult(task=meta["task"])]
+            trainer.callbacks.append(writers[0])
+        for w in writers:
+            w.task, w.method, w.out_dir, w.run_id, w.scale = meta["task"], meta["method"], str(run_dir), meta["run_id"], meta["scale"]
+            w.seed, w.fold = meta["seed"], meta.get("fold")
 
     done = run_dir / "fit_done.json"
+    kept = run_dir / "model.ckpt"
     if not done.exists():
         last = run_dir / "checkpoints" / "last.ckpt"
         trainer.fit(model, dm, ckpt_path=str(last) if last.exists() and _loadable(last) else None)
@@ -94,10 +124,27 @@ def run_cell(run_dir: str | Path, devices: int | None = None) -> Path:
         if trainer.is_global_zero:
             tmp = run_dir / f".model.ckpt.tmp{os.getpid()}"
             shutil.copyfile(best, tmp)
-            os.replace(tmp, run_dir / "model.ckpt")
-            atomic_write_text(done, json.dumps({"best": best}, indent=1))
-    trainer.test(model, dm, ckpt_path=str(run_dir / "model.ckpt"), verbose=False)
+            os.replace(tmp, kept)
+    if produces and trainer.is_global_zero and not all(artifact_path(run_dir, k).exists() for k in produces):
+        model.load_state_dict(torch.load(kept, map_location="cpu", weights_only=True)["state_dict"])
+        producer = {k: meta.get(k) for k in ("run_id", "name", "method", "seed", "fraction", "fold", "scale")}
+        producer["dataset_root"] = str(dm.root)
+        for kind in produces:
+            path = artifact_path(run_dir, kind)
+            if not path.exists():
+                model.export_artifact(kind, path, dm, producer)
+    if trainer.is_global_zero and not done.exists():
+        atomic_write_text(done, json.dumps({"kept": str(kept)}, indent=1))
+    if meta.get("task"):
+        trainer.test(model, dm, ckpt_path=str(kept), verbose=False)
     return result
+
+
+def cell_done(run_dir: Path, meta: dict) -> bool:
+    """A cell with a task is done when its result is written; every cell, when its artifacts are."""
+    if meta.get("task") and not (run_dir / RESULT_FILE).exists():
+        return False
+    return all(artifact_path(run_dir, k).exists() for k in meta.get("produces") or [])
 
 
 def main(argv=None) -> int:
@@ -105,7 +152,11 @@ def main(argv=None) -> int:
     ap.add_argument("run_dir")
     ap.add_argument("--devices", type=int, default=None)
     args = ap.parse_args(argv)
-    run_cell(args.run_dir, args.devices)
+    try:
+        run_cell(args.run_dir, args.devices)
+    except ArtifactError as err:
+        print(f"cxrbench cell: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

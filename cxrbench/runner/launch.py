@@ -1,7 +1,9 @@
 """Launchers: local (sequential subprocesses; DDP inside a cell) and SLURM (submitit).
 
-A cell is skipped when its ``result.json`` exists and resumes from its checkpoint when it was
-interrupted; a failed cell does not stop independent cells, and its dependents are skipped.
+A cell is skipped when it is done (its ``result.json``, and its artifacts if it produces any) and
+resumes from its checkpoint when it was interrupted; a failed cell does not stop independent cells,
+and its consumers are skipped. A consumer starts only once every artifact it needs is on disk and
+of the right kind.
 """
 
 from __future__ import annotations
@@ -9,19 +11,29 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
 from data_modules.io import atomic_write_text
 
+from ..artifacts import ArtifactError, check_artifact
 from ..results import RESULT_FILE
+from .cell import cell_done
 from .spec import Cell, Spec, SpecError
+
+
+def _meta(spec: Spec, cell: Cell) -> dict:
+    return {"run_id": cell.run_id, "name": cell.name, "task": cell.task, "method": cell.method, "seed": cell.seed,
+            "fraction": cell.fraction, "fold": cell.fold, "scale": cell.scale, "produces": list(cell.produces),
+            "needs": {r: {"cell": n.cell, "artifact": n.artifact, "run_id": n.run_id,
+                          "path": str(cell.artifact(r, spec.runs_dir))} for r, n in cell.needs.items()}}
 
 
 def status(spec: Spec, cell: Cell) -> str:
     d = spec.runs_dir / cell.run_id
-    if (d / RESULT_FILE).exists():
+    if cell_done(d, {"task": cell.task, "produces": cell.produces}):
         return "done"
     if (d / "fit_done.json").exists() or (d / "checkpoints").exists():
         return "partial"
@@ -33,7 +45,10 @@ def prepare_data(spec: Spec) -> None:
     from data_modules.twin import generate
 
     missing = []
+    used = {c.data_name for c in spec.cells}
     for name, entry in spec.data.items():
+        if name not in used:
+            continue
         root = Path(entry["root"])
         if "twin" in entry:
             t = dict(entry["twin"])
@@ -48,32 +63,63 @@ def prepare_data(spec: Spec) -> None:
 def write_cell(spec: Spec, cell: Cell) -> Path:
     d = spec.runs_dir / cell.run_id
     d.mkdir(parents=True, exist_ok=True)
-    meta = {"run_id": cell.run_id, "name": cell.name, "task": cell.task, "method": cell.method, "seed": cell.seed,
-            "fraction": cell.fraction, "scale": cell.scale, "needs": cell.needs}
-    atomic_write_text(d / "config.yaml", yaml.safe_dump(cell.config, sort_keys=True))
-    atomic_write_text(d / "cell.json", json.dumps(meta, indent=1))
+    atomic_write_text(d / "config.yaml", yaml.safe_dump(cell.resolved_config(spec.runs_dir), sort_keys=True))
+    atomic_write_text(d / "cell.json", json.dumps(_meta(spec, cell), indent=1))
     return d
+
+
+def missing_needs(spec: Spec, cell: Cell) -> str | None:
+    """Why a consumer cannot start (a needed artifact absent or of another kind), or None."""
+    for role, n in cell.needs.items():
+        try:
+            check_artifact(cell.artifact(role, spec.runs_dir), n.artifact, consumer=f"{cell.run_id} ({role})")
+        except ArtifactError as err:
+            return str(err)
+    return None
+
+
+def headline(run_dir: Path) -> str:
+    """The finished cell's first leaderboard number, for the progress line."""
+    f = run_dir / RESULT_FILE
+    if not f.exists():
+        return ""
+    metrics = json.loads(f.read_text()).get("metrics", {})
+    for key in ("auc/mean", "dice/mean", "accuracy"):
+        if metrics.get(key) is not None:
+            return f" {key}={metrics[key]:.3f}"
+    return ""
 
 
 def run_local(spec: Spec, devices: int | None = None, log=print) -> list[str]:
     failed: set[str] = set()
-    for cell in spec.cells:
+    total, start = len(spec.cells), time.time()
+    for k, cell in enumerate(spec.cells, 1):
+        elapsed = time.time() - start
+        tag = f"[{k}/{total} {elapsed / 60:.1f} min]"
         st = status(spec, cell)
         if st == "done":
-            log(f"[done]    {cell.run_id}")
+            log(f"{tag} [done]    {cell.run_id}")
             continue
-        if set(cell.needs.values()) & failed:
-            log(f"[skipped] {cell.run_id}: a cell it needs failed")
+        if {n.run_id for n in cell.needs.values()} & failed:
+            log(f"{tag} [skipped] {cell.run_id}: a cell it needs failed")
+            failed.add(cell.run_id)
+            continue
+        why = missing_needs(spec, cell)
+        if why:
+            log(f"{tag} [failed]  {cell.run_id}: {why}")
             failed.add(cell.run_id)
             continue
         d = write_cell(spec, cell)
-        log(f"[{'resume' if st == 'partial' else 'run'}]     {cell.run_id}")
+        log(f"{tag} [{'resume' if st == 'partial' else 'run'}]     {cell.run_id}")
+        t0 = time.time()
         cmd = [sys.executable, "-m", "cxrbench.runner.cell", str(d)] + (["--devices", str(devices)] if devices else [])
         with open(d / "stdout.log", "a") as out:
             rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
-        if rc != 0 or not (d / RESULT_FILE).exists():
-            log(f"[failed]  {cell.run_id} (exit {rc}); see {d / 'stdout.log'}")
+        if rc != 0 or status(spec, cell) != "done":
+            log(f"{tag} [failed]  {cell.run_id} (exit {rc}); see {d / 'stdout.log'}")
             failed.add(cell.run_id)
+        else:
+            log(f"{tag} [finished] {cell.run_id} in {time.time() - t0:.0f} s{headline(d)}")
     return sorted(failed)
 
 
@@ -89,11 +135,17 @@ def run_slurm(spec: Spec, devices: int = 1, partition: str | None = None, timeou
     for cell in spec.cells:
         if status(spec, cell) == "done":
             continue
+        pending_producers = [n.run_id for n in cell.needs.values() if n.run_id in jobs]
+        if not pending_producers:
+            why = missing_needs(spec, cell)
+            if why:
+                log(f"[failed]  {cell.run_id}: {why}")
+                continue
         d = write_cell(spec, cell)
         ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
         params = dict(timeout_min=timeout_min, nodes=1, tasks_per_node=devices, gpus_per_node=devices,
                       cpus_per_task=cpus_per_task, name=cell.run_id[:60])
-        deps = [jobs[r].job_id for r in cell.needs.values() if r in jobs]
+        deps = [jobs[r].job_id for r in pending_producers]
         if ex.cluster == "slurm":
             params["slurm_partition"] = partition
             if deps:

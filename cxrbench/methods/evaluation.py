@@ -1,0 +1,148 @@
+"""Evaluating an encoder: linear probe, full fine-tune, and segmentation with a pretrained encoder.
+
+Each takes its encoder either from an artifact (``encoder_artifact``: a pretraining cell's
+``encoder.pt``, usually ``${needs.encoder}`` in a sweep) or, without one, builds ``encoder`` from the
+registry at random initialisation — the ``random`` baseline of CAMContrast Tables 8–9.
+
+Linear probe (lightly's benchmarks): the encoder is frozen. ``freeze='strict'`` (default) also keeps
+it in eval mode for the whole fit, so BatchNorm uses and keeps its running statistics: the probe
+measures the pretrained features and nothing else (every encoder tensor and BatchNorm buffer is
+bit-identical after training; tested). ``freeze='bn_train'`` is CAMContrast's public code: weights
+frozen (``requires_grad=False``) but the module left in train mode, so BatchNorm normalises with
+batch statistics and updates its running statistics during the probe — documented, not the default.
+``freeze='none'`` is a full fine-tune (SS-CXR: class token → Linear, AdamW).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..artifacts import load_encoder
+from ..models.decoders import UNet
+from ..models.encoders import Encoder, build_encoder
+from ..schedules import lightning_warmup_cosine
+from .classification import ClassificationMethod
+from .segmentation import SegmentationMethod
+
+FREEZE = ("strict", "bn_train", "none")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def make_encoder(encoder: str, encoder_kwargs: dict | None, encoder_artifact: str | None, consumer: str,
+                 expect_kind: str | None = None) -> Encoder:
+    """The artifact's encoder when one is given (its own architecture), else ``encoder`` at random init."""
+    if encoder_artifact:
+        return load_encoder(encoder_artifact, expect_kind=expect_kind, consumer=consumer)[0]
+    enc = build_encoder(encoder, **(encoder_kwargs or {}))
+    if expect_kind is not None and enc.kind != expect_kind:
+        raise ValueError(f"{consumer} needs a {expect_kind} encoder; {encoder!r} is a {enc.kind} encoder")
+    return enc
+
+
+def make_optimizer(module, params, optimizer: str, lr: float, momentum: float, nesterov: bool, weight_decay: float,
+                   warmup_epochs: float = 0.0, warmup_fraction: float | None = None) -> dict:
+    """SGD (momentum, optionally Nesterov) or AdamW, with linear warm-up then cosine, stepped per batch."""
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                              weight_decay=weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return {"optimizer": opt, "lr_scheduler": lightning_warmup_cosine(module, opt, warmup_epochs, warmup_fraction)}
+
+
+class EncoderClassifier(ClassificationMethod):
+    """Encoder → pooled features → Linear, with the encoder frozen (probe) or trained (fine-tune).
+
+    Args:
+        encoder, encoder_kwargs: the registry encoder built when no artifact is given (random init).
+        encoder_artifact: path of an encoder artifact (its architecture wins over ``encoder``).
+        freeze: 'strict' (frozen, eval mode), 'bn_train' (frozen, BatchNorm in train mode), 'none'.
+        optimizer, lr, momentum, nesterov, weight_decay, warmup_epochs: cosine schedule after warm-up.
+    """
+
+    method_name = "encoder-classifier"
+
+    def __init__(self, encoder: str = "unet", encoder_kwargs: dict | None = None, encoder_artifact: str | None = None,
+                 freeze: str = "strict", optimizer: str = "sgd", lr: float = 0.1, momentum: float = 0.9,
+                 nesterov: bool = True, weight_decay: float = 0.0, warmup_epochs: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if freeze not in FREEZE:
+            raise ValueError(f"freeze must be one of {FREEZE}, got {freeze!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        self.save_hyperparameters()
+        self.encoder = make_encoder(encoder, encoder_kwargs, encoder_artifact, type(self).__name__)
+        self.head = nn.Linear(self.encoder.out_dim, self.num_classes)
+        self.freeze = freeze
+        if freeze != "none":
+            self.encoder.requires_grad_(False)
+        self.train()
+
+    def train(self, mode: bool = True):
+        """Lightning switches the whole module to train mode around validation; a strict probe's
+        encoder stays in eval mode regardless, so its BatchNorm statistics never move."""
+        super().train(mode)
+        if self.freeze == "strict":
+            self.encoder.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.freeze == "none":
+            return self.head(self.encoder(images))
+        with torch.no_grad():
+            feats = self.encoder(images)
+        return self.head(feats)
+
+    def configure_optimizers(self):
+        h = self.hparams
+        params = self.parameters() if self.freeze == "none" else self.head.parameters()
+        return make_optimizer(self, params, h.optimizer, h.lr, h.momentum, h.nesterov, h.weight_decay, h.warmup_epochs)
+
+
+class LinearProbe(EncoderClassifier):
+    """Linear evaluation (CAMContrast §4.2: SGD lr 0.1, Nesterov momentum 0.9, no weight decay, cosine)."""
+
+    method_name = "linear"
+
+
+class FineTune(EncoderClassifier):
+    """Full fine-tune of an encoder (SS-CXR: class token → Linear, AdamW lr 5e-4, weight decay 0.05)."""
+
+    method_name = "finetune"
+
+    def __init__(self, freeze: str = "none", optimizer: str = "adamw", lr: float = 5e-4, weight_decay: float = 0.05,
+                 **kwargs):
+        super().__init__(freeze=freeze, optimizer=optimizer, lr=lr, weight_decay=weight_decay, **kwargs)
+
+
+class EncoderSegmenter(SegmentationMethod):
+    """A U-Net on a registry CNN encoder (pretrained from an artifact, or random init), fully trained.
+
+    CAMContrast §4.2 (SIIM): the whole U-Net fine-tuned with the Dice loss, SGD lr 0.01, Nesterov
+    momentum 0.9, weight decay 1e-5, cosine. ViT encoders go to UNETR instead (refused here).
+    """
+
+    method_name = "unet"
+
+    def __init__(self, encoder: str = "unet", encoder_kwargs: dict | None = None, encoder_artifact: str | None = None,
+                 optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9, nesterov: bool = True,
+                 weight_decay: float = 1e-5, warmup_epochs: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        self.save_hyperparameters()
+        enc = make_encoder(encoder, encoder_kwargs, encoder_artifact, type(self).__name__, expect_kind="cnn")
+        self.net = UNet(enc, self.num_classes)
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.net.encoder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def configure_optimizers(self):
+        h = self.hparams
+        return make_optimizer(self, self.parameters(), h.optimizer, h.lr, h.momentum, h.nesterov, h.weight_decay,
+                              h.warmup_epochs)
