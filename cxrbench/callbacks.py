@@ -22,12 +22,13 @@ class WriteResult(L.Callback):
         run_id: defaults to the folder's name.
         scale: overrides the scale derived from the data (e.g. 'smoke').
         seed, fold: default to the run's global seed and the DataModule's fold (when it has folds).
+        extra: more keys for the record (the runner adds ``resumed``: when the cell was resumed, and from which epoch).
     """
 
     def __init__(self, task: str, method: str | None = None, out_dir: str | None = None, run_id: str | None = None,
-                 scale: str | None = None, seed: int | None = None, fold: int | None = None):
+                 scale: str | None = None, seed: int | None = None, fold: int | None = None, extra: dict | None = None):
         self.task, self.method, self.out_dir, self.run_id, self.scale = task, method, out_dir, run_id, scale
-        self.seed, self.fold = seed, fold
+        self.seed, self.fold, self.extra = seed, fold, dict(extra or {})
 
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -49,6 +50,7 @@ class WriteResult(L.Callback):
             "metrics": dict(pl_module.test_metrics),
             "provenance": prov,
             "curves": pl_module.test_curves,
+            **self.extra,
         }
         if fold is not None and getattr(dm, "protocol", "cv") == "cv":
             record["fold"] = int(fold)

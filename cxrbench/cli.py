@@ -54,7 +54,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .runner.launch import prepare_data, run_local, run_slurm, status
+    from .runner.launch import check_configs, prepare_data, run_local, run_slurm, status
     from .runner.spec import load_spec
 
     spec = load_spec(args.spec, runs_dir=args.runs_dir)
@@ -62,6 +62,7 @@ def _bench(args: argparse.Namespace) -> int:
         added = spec.select(args.only)
         if added:
             print(f"--only: also running the producers these cells need: {', '.join(added)}")
+    errors = check_configs(spec)
     if args.dry_run:
         print(f"sweep {spec.name} ({spec.scale}): {len(spec.cells)} cells -> {spec.runs_dir}")
         for c in spec.cells:
@@ -70,6 +71,13 @@ def _bench(args: argparse.Namespace) -> int:
             fold = "" if c.fold is None else f" fold={c.fold}"
             print(f"  [{status(spec, c):8s}] {c.run_id}  task={c.task or '-'} method={c.method} seed={c.seed} "
                   f"fraction={c.fraction:g}{fold}{makes}{needs}")
+    if errors:
+        print(f"{spec.path}: {len(errors)} cell config(s) the LightningCLI parser refuses; nothing was run:",
+              file=sys.stderr)
+        for e in errors:
+            print(f"  {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
         return 0
     prepare_data(spec)
     if args.launcher == "local":

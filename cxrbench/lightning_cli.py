@@ -40,12 +40,47 @@ def _root_cause(err: BaseException) -> BaseException:
     return err
 
 
+# `cxrbench fit …` and the runner hand their own argv over as ``args``: Lightning's warning about both is noise.
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+
+
 def build_cli(args: list[str], run: bool = True) -> CXRBenchCLI:
-    # `cxrbench fit …` hands its own argv over as ``args``: Lightning's warning about both is noise here.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return CXRBenchCLI(Method, CXRDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
                        run=run, save_config_kwargs={"overwrite": True})
 
 
 def run(args: list[str]) -> None:
     build_cli(args)
+
+
+class _Parsed(Exception):
+    pass
+
+
+class _ParseOnly(CXRBenchCLI):
+    def instantiate_classes(self) -> None:
+        raise _Parsed
+
+
+def check_config(config: dict) -> None:
+    """Parse a config with the same LightningCLI parser a cell uses — unknown keys, wrong types and
+    unknown classes are refused — without building a model or reading any data (``--dry-run``).
+    Raises ``ValueError`` with jsonargparse's message."""
+    import logging
+
+    import yaml
+
+    quiet = logging.getLogger("lightning.fabric.utilities.seed")
+    level, quiet.level = quiet.level, logging.WARNING  # "Seed set to 0" is noise in a check
+    try:
+        _ParseOnly(Method, CXRDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+                   args=["--config", yaml.safe_dump(config)], parser_kwargs={"exit_on_error": False})
+    except _Parsed:
+        return
+    except Exception as err:  # jsonargparse's ArgumentError and friends
+        noise = ("Given value", "- Expected a <class 'NoneType'>", "Subtypes:", "Does not validate against any",
+                 "Errors:")
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and not ln.strip().startswith(noise)]
+        raise ValueError(" ".join(lines) or repr(err)) from None
+    finally:
+        quiet.level = level

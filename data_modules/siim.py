@@ -13,6 +13,7 @@ import pandas as pd
 
 from .base import CXRDataModule, DatasetIndex
 from .io import DataError, check_images, read_table
+from .rle import RLEError, runs
 from .splits import split_patients, stratum_keys
 
 LAYOUT = "train-rle.csv (ImageId, EncodedPixels) and dicom-images-train/<study>/<series>/<ImageId>.dcm (or **/<ImageId>.png)"
@@ -24,7 +25,18 @@ def read_rle_table(path) -> pd.DataFrame:
     missing = [c for c in ("ImageId", "EncodedPixels") if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; expected 'ImageId' and ' EncodedPixels'")
+    blank = df["EncodedPixels"].isna() | (df["EncodedPixels"].astype(str).str.strip() == "")
+    if blank.any():
+        rows = (np.flatnonzero(blank.to_numpy()) + 2).tolist()  # +2: the header, and 1-based lines
+        ids = df.loc[blank, "ImageId"].astype(str).tolist()
+        raise DataError(f"{path}: EncodedPixels is blank on line(s) {rows[:5]} (ImageId {ids[:3]}); the release "
+                        "writes '-1' for an image without pneumothorax — a blank field is neither a mask nor '-1'")
     df["EncodedPixels"] = df["EncodedPixels"].astype(str).str.strip()
+    for line, (image, rle) in enumerate(zip(df["ImageId"], df["EncodedPixels"]), 2):
+        try:
+            runs(rle)  # every run checked against the 1024² frame now, not mid-epoch
+        except RLEError as err:
+            raise DataError(f"{path}: line {line}, ImageId {image}: {err}") from None
     return df
 
 

@@ -2,14 +2,17 @@
 
     python -m cxrbench.runner.cell RUN_DIR [--devices N]
 
-RUN_DIR holds ``config.yaml`` (the resolved LightningCLI config, artifact paths absolute) and
+The process holds the cell's lock (``RUN_DIR/.lock``) throughout: a second launcher on the same
+spec gets exit status 75 and skips the cell. RUN_DIR holds ``config.yaml`` (the resolved LightningCLI config, artifact paths absolute) and
 ``cell.json`` (task, method, seed, fraction, fold, needs, produces, run id), both written by the
 launcher. Every step is idempotent:
 
 1. the artifacts the cell needs are checked before anything is built (a clear error names them);
-2. fit, resumed from ``checkpoints/last.ckpt`` when it is readable (read with ``weights_only=True``);
-   without a configured ModelCheckpoint, one watches the method family's own monitor (pretraining:
-   ``val/loss``; classification: ``val/auc``; segmentation: ``val/dice``);
+2. fit, resumed from the newest readable ``checkpoints/last*.ckpt`` (``weights_only=True``; unreadable
+   ones moved aside), with the RNG states and the earlier rows of ``metrics.csv`` kept
+   (``resume.py``); each resume is recorded in ``resumes.json`` and the result; without a configured
+   ModelCheckpoint, one watches the method family's own monitor (pretraining: ``val/loss``;
+   classification: ``val/auc``; segmentation: ``val/dice``);
 3. ``model.ckpt`` = the kept checkpoint; each kind in ``produces`` exported from it into
    ``artifacts/`` (atomically); ``fit_done.json``;
 4. with a task: ``trainer.test`` on ``model.ckpt`` → ``result.json`` (atomically). A cell without a
@@ -23,7 +26,7 @@ import json
 import os
 import shutil
 import sys
-import warnings
+import time
 from pathlib import Path
 
 import torch
@@ -33,21 +36,13 @@ from data_modules.io import atomic_write_text
 
 from ..artifacts import ArtifactError, artifact_path
 from ..results import RESULT_FILE
+from .resume import (BUSY_EXIT, CellBusy, CellLock, FlushOnCheckpoint, ResumableCSVLogger, RNGState,
+                     newest_readable_checkpoint)
 
 
-def _loadable(ckpt: Path) -> bool:
-    try:
-        torch.load(ckpt, map_location="cpu", weights_only=True)
-        return True
-    except Exception:  # a checkpoint cut by a kill: start that cell's training again
-        warnings.warn(f"checkpoint {ckpt} is unreadable; training this cell from the start", stacklevel=2)
-        return False
-
-
-def make_loggers(run_dir: Path, meta: dict) -> list:
-    from lightning.pytorch.loggers import CSVLogger
-
-    loggers = [CSVLogger(str(run_dir), name="", version="")]  # the source of truth: metrics.csv
+def make_loggers(run_dir: Path, meta: dict, resume_epoch: int | None = None) -> list:
+    # the source of truth: metrics.csv, its earlier epochs kept when the cell resumes
+    loggers = [ResumableCSVLogger(str(run_dir), keep_until_epoch=resume_epoch, name="", version="")]
     if os.environ.get("CXRBENCH_WANDB", "1") != "0":
         from lightning.pytorch.loggers import WandbLogger
 
@@ -74,18 +69,26 @@ def check_needs(meta: dict) -> None:
 
 
 def run_cell(run_dir: str | Path, devices: int | None = None) -> Path:
+    """Run the cell in ``run_dir`` holding its lock (``CellBusy`` if another process holds it)."""
+    run_dir = Path(run_dir).resolve()
+    with CellLock(run_dir):
+        return _run_cell(run_dir, devices)
+
+
+def _run_cell(run_dir: Path, devices: int | None) -> Path:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from ..callbacks import WriteResult
     from ..lightning_cli import build_cli
 
-    run_dir = Path(run_dir).resolve()
     result = run_dir / RESULT_FILE
     meta = json.loads((run_dir / "cell.json").read_text())
     produces = list(meta.get("produces") or [])
     if cell_done(run_dir, meta):
         return result
     check_needs(meta)
+    done = run_dir / "fit_done.json"
+    resume = None if done.exists() else newest_readable_checkpoint(run_dir / "checkpoints")
     args = ["--config", str(run_dir / "config.yaml"), "--trainer.default_root_dir", str(run_dir),
             "--trainer.enable_progress_bar", "false"]
     if devices:
@@ -95,7 +98,8 @@ def run_cell(run_dir: str | Path, devices: int | None = None) -> Path:
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     cli = build_cli(args, run=False)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-    trainer.loggers = make_loggers(run_dir, meta)
+    trainer.loggers = make_loggers(run_dir, meta, resume_epoch=resume[1]["epoch"] if resume else None)
+    trainer.callbacks += [FlushOnCheckpoint(), RNGState()]
     configured = any("ModelCheckpoint" in str(c.get("class_path", "")) if isinstance(c, dict) else False
                      for c in (config.get("trainer") or {}).get("callbacks") or [])
     if not configured:  # Lightning's default ModelCheckpoint watches nothing: watch the family's own quantity
@@ -106,6 +110,11 @@ def run_cell(run_dir: str | Path, devices: int | None = None) -> Path:
     for c in ckpts:
         c.dirpath = str(run_dir / "checkpoints")
         c.save_last = True
+    resumes = json.loads((run_dir / "resumes.json").read_text()) if (run_dir / "resumes.json").exists() else []
+    if resume is not None:
+        resumes.append({"checkpoint": resume[0].name, "epoch": int(resume[1]["epoch"]),
+                        "global_step": int(resume[1]["global_step"]), "at": time.strftime("%Y-%m-%d %H:%M:%S")})
+        atomic_write_text(run_dir / "resumes.json", json.dumps(resumes, indent=1))
     if meta.get("task"):
         writers = [c for c in trainer.callbacks if isinstance(c, WriteResult)]
         if not writers:
@@ -114,13 +123,12 @@ def run_cell(run_dir: str | Path, devices: int | None = None) -> Path:
         for w in writers:
             w.task, w.method, w.out_dir, w.run_id, w.scale = meta["task"], meta["method"], str(run_dir), meta["run_id"], meta["scale"]
             w.seed, w.fold = meta["seed"], meta.get("fold")
+            w.extra = {"resumed": resumes} if resumes else {}
 
-    done = run_dir / "fit_done.json"
     kept = run_dir / "model.ckpt"
     if not done.exists():
-        last = run_dir / "checkpoints" / "last.ckpt"
-        trainer.fit(model, dm, ckpt_path=str(last) if last.exists() and _loadable(last) else None)
-        best = ckpts[0].best_model_path or str(last)
+        trainer.fit(model, dm, ckpt_path=str(resume[0]) if resume else None, weights_only=True)
+        best = ckpts[0].best_model_path or ckpts[0].last_model_path
         if trainer.is_global_zero:
             tmp = run_dir / f".model.ckpt.tmp{os.getpid()}"
             shutil.copyfile(best, tmp)
@@ -136,7 +144,7 @@ def run_cell(run_dir: str | Path, devices: int | None = None) -> Path:
     if trainer.is_global_zero and not done.exists():
         atomic_write_text(done, json.dumps({"kept": str(kept)}, indent=1))
     if meta.get("task"):
-        trainer.test(model, dm, ckpt_path=str(kept), verbose=False)
+        trainer.test(model, dm, ckpt_path=str(kept), verbose=False, weights_only=True)
     return result
 
 
@@ -157,6 +165,9 @@ def main(argv=None) -> int:
     except ArtifactError as err:
         print(f"cxrbench cell: error: {err}", file=sys.stderr)
         return 2
+    except CellBusy as err:
+        print(f"cxrbench cell: {err}; not run twice", file=sys.stderr)
+        return BUSY_EXIT
     return 0
 
 

@@ -2,7 +2,8 @@
 
 A cell is skipped when it is done (its ``result.json``, and its artifacts if it produces any) and
 resumes from its checkpoint when it was interrupted; a failed cell does not stop independent cells,
-and its consumers are skipped. A consumer starts only once every artifact it needs is on disk and
+and its consumers are skipped. A cell another launcher is running (its lock is held) is skipped with
+a message, never trained twice. A consumer starts only once every artifact it needs is on disk and
 of the right kind.
 """
 
@@ -21,6 +22,7 @@ from data_modules.io import atomic_write_text
 from ..artifacts import ArtifactError, check_artifact
 from ..results import RESULT_FILE
 from .cell import cell_done
+from .resume import BUSY_EXIT
 from .spec import Cell, Spec, SpecError
 
 
@@ -68,6 +70,29 @@ def write_cell(spec: Spec, cell: Cell) -> Path:
     return d
 
 
+def check_configs(spec: Spec) -> list[str]:
+    """Every cell's config through the parser its run will use (unknown keys, types, classes), before
+    anything trains; configs that differ only in seed, fraction or fold are parsed once."""
+    from ..lightning_cli import check_config
+
+    errors, seen = [], {}
+    for cell in spec.cells:
+        config = cell.resolved_config(spec.runs_dir)
+        key = json.dumps({**config, "seed_everything": None,
+                          "data": {**config.get("data", {}), "init_args": {
+                              k: v for k, v in config.get("data", {}).get("init_args", {}).items()
+                              if k not in ("fraction", "fold")}}}, sort_keys=True, default=str)
+        if key not in seen:
+            try:
+                check_config(config)
+                seen[key] = None
+            except ValueError as err:
+                seen[key] = str(err)
+        if seen[key]:
+            errors.append(f"{cell.run_id}: {seen[key]}")
+    return errors
+
+
 def missing_needs(spec: Spec, cell: Cell) -> str | None:
     """Why a consumer cannot start (a needed artifact absent or of another kind), or None."""
     for role, n in cell.needs.items():
@@ -92,6 +117,7 @@ def headline(run_dir: Path) -> str:
 
 def run_local(spec: Spec, devices: int | None = None, log=print) -> list[str]:
     failed: set[str] = set()
+    busy: set[str] = set()  # cells another launcher is running right now
     total, start = len(spec.cells), time.time()
     for k, cell in enumerate(spec.cells, 1):
         elapsed = time.time() - start
@@ -104,6 +130,10 @@ def run_local(spec: Spec, devices: int | None = None, log=print) -> list[str]:
             log(f"{tag} [skipped] {cell.run_id}: a cell it needs failed")
             failed.add(cell.run_id)
             continue
+        if {n.run_id for n in cell.needs.values()} & busy:
+            log(f"{tag} [skipped] {cell.run_id}: a cell it needs is being run by another launcher; rerun afterwards")
+            busy.add(cell.run_id)
+            continue
         why = missing_needs(spec, cell)
         if why:
             log(f"{tag} [failed]  {cell.run_id}: {why}")
@@ -115,7 +145,10 @@ def run_local(spec: Spec, devices: int | None = None, log=print) -> list[str]:
         cmd = [sys.executable, "-m", "cxrbench.runner.cell", str(d)] + (["--devices", str(devices)] if devices else [])
         with open(d / "stdout.log", "a") as out:
             rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
-        if rc != 0 or status(spec, cell) != "done":
+        if rc == BUSY_EXIT:
+            log(f"{tag} [busy]    {cell.run_id}: another launcher is running it; not run twice")
+            busy.add(cell.run_id)
+        elif rc != 0 or status(spec, cell) != "done":
             log(f"{tag} [failed]  {cell.run_id} (exit {rc}); see {d / 'stdout.log'}")
             failed.add(cell.run_id)
         else:

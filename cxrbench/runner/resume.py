@@ -1,0 +1,148 @@
+"""What makes a killed cell resume as if it had never stopped, and two launchers never run one cell twice.
+
+- ``CellLock``: an exclusive ``flock`` on ``RUN_DIR/.lock`` held by the process running the cell. The
+  kernel drops it when that process dies (even by SIGKILL), so a dead launcher never blocks a cell.
+  ``flock`` works on local filesystems and on NFS (Linux emulates it with POSIX locks); on a
+  filesystem without locks (Lustre mounted without ``flock``) it raises, and the cell runs unlocked
+  with a warning: run one launcher per spec there.
+- ``newest_readable_checkpoint``: the newest ``last*.ckpt`` that loads with ``weights_only=True``;
+  unreadable ones (cut by a kill, or a pickle that is more than tensors) are moved to
+  ``checkpoints/unreadable/`` with a message, so Lightning writes the next ``last.ckpt`` in place and
+  every later interruption still resumes.
+- ``ResumableCSVLogger``: Lightning's CSVLogger deletes ``metrics.csv`` when its folder is not empty;
+  this one keeps the rows of the epochs a resumed run will not repeat (epoch ≤ the checkpoint's),
+  so the log holds every epoch exactly once. ``FlushOnCheckpoint`` writes the log before each
+  checkpoint, so the rows a checkpoint covers are on disk whenever the checkpoint is.
+- ``RNGState``: the torch, numpy and Python RNG states saved in every checkpoint (as tensors and
+  plain lists: ``weights_only``-loadable) and restored on resume: the next epoch's shuffle and
+  augmentations are those of the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import os
+import random
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+BUSY_EXIT = 75  # EX_TEMPFAIL: another process holds the cell
+
+
+class CellBusy(RuntimeError):
+    pass
+
+
+class CellLock:
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "CellLock":
+        if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("SLURM_PROCID", "0") != "0":
+            return self  # a DDP worker Lightning started for this cell: its rank-0 process holds the lock
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.path.read_text().strip() or "another process"
+            os.close(self.fd)
+            self.fd = None
+            raise CellBusy(f"{self.path.parent.name} is being run by {holder}") from None
+        except OSError as err:  # no lock support on this filesystem
+            warnings.warn(f"cannot lock {self.path} ({err}); running unlocked: run one launcher per spec here",
+                          stacklevel=2)
+            return self
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"pid {os.getpid()} on {os.uname().nodename} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+
+
+def readable(ckpt: Path) -> dict | None:
+    try:
+        return torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+
+
+def newest_readable_checkpoint(folder: Path, log=print) -> tuple[Path, dict] | None:
+    """The newest loadable ``last*.ckpt`` in ``folder`` and its contents; unreadable ones moved aside."""
+    found = sorted(Path(folder).glob("last*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for ckpt in found:
+        state = readable(ckpt)
+        if state is not None:
+            return ckpt, state
+        aside = Path(folder) / "unreadable" / f"{ckpt.name}.{int(time.time())}"
+        aside.parent.mkdir(exist_ok=True)
+        shutil.move(str(ckpt), aside)
+        log(f"checkpoint {ckpt} is unreadable with weights_only=True (cut by a kill, or not plain tensors); "
+            f"moved to {aside}")
+    return None
+
+
+class ResumableCSVLogger(CSVLogger):
+    """A CSVLogger that, resuming after ``keep_until_epoch``, keeps the earlier rows of ``metrics.csv``."""
+
+    def __init__(self, save_dir: str, keep_until_epoch: int | None = None, **kwargs):
+        super().__init__(save_dir, **kwargs)
+        self._kept: list[dict] = []
+        metrics = Path(save_dir) / "metrics.csv"
+        if keep_until_epoch is not None and metrics.is_file():
+            with open(metrics, newline="") as f:
+                for row in csv.DictReader(f):
+                    epoch = row.get("epoch", "")
+                    if epoch != "" and float(epoch) <= keep_until_epoch:
+                        self._kept.append({k: v for k, v in row.items() if v not in ("", None)})
+
+    @property
+    def experiment(self):
+        created = self._experiment is None
+        exp = super().experiment
+        if created and self._kept:
+            exp.metrics = self._kept + exp.metrics  # written with the first save, before any new row
+            self._kept = []
+        return exp
+
+
+class FlushOnCheckpoint(L.Callback):
+    """Write every logger's buffered rows before a checkpoint is written."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+
+class RNGState(L.Callback):
+    """Save the RNG states in each checkpoint and restore them on resume."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, py_state, py_gauss = random.getstate()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
+        }
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        n = states["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        p = states["python"]
+        random.setstate((p["version"], tuple(p["state"]), p["gauss"]))

@@ -1,0 +1,141 @@
+"""Sweeps that survive hostile checkpoints, concurrent launchers and interruptions, and bad input caught early."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cxrbench.runner.launch import write_cell
+from cxrbench.runner.resume import newest_readable_checkpoint
+from cxrbench.runner.spec import load_spec
+
+from test_runner import TOY, _bench, _env, _spec
+
+# every epoch kept, and the last one tested (no monitor): the test sees the weights after the resumed epochs
+CKPT_ALL = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+             "init_args": {"save_last": True, "save_top_k": -1}}]
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_pickle_in_a_pending_cells_checkpoint_never_runs(twin_factory, tmp_path):
+    root = twin_factory("nih", n=90, size=64)
+    spec = load_spec(_spec(tmp_path, root, [{"name": "a", "task": "nih8-cls", "method": "toy", "config": TOY,
+                                             "data": "nih", "overrides": {"trainer.max_epochs": 1}}]))
+    d = write_cell(spec, spec.cells[0])
+    (d / "checkpoints").mkdir()
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {}, "epoch": 0, "payload": _Payload(marker)}, d / "checkpoints/last.ckpt")
+    res = _bench(spec.path, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not marker.exists()  # never unpickled with code
+    assert list((d / "checkpoints/unreadable").glob("last.ckpt.*"))  # set aside, with a message
+    assert "unreadable with weights_only=True" in (d / "stdout.log").read_text()
+    assert (d / "result.json").exists()
+
+
+def test_a_truncated_last_checkpoint_is_set_aside_and_the_newest_readable_one_resumes(tmp_path):
+    good = {"epoch": 3, "state_dict": {"w": torch.zeros(2)}}
+    torch.save(good, tmp_path / "last-v1.ckpt")
+    torch.save({**good, "epoch": 5}, tmp_path / "last.ckpt")
+    data = (tmp_path / "last.ckpt").read_bytes()
+    (tmp_path / "last.ckpt").write_bytes(data[: len(data) // 2])  # cut by a kill, and newer
+    said = []
+    path, state = newest_readable_checkpoint(tmp_path, log=said.append)
+    assert path.name == "last-v1.ckpt" and state["epoch"] == 3
+    assert not (tmp_path / "last.ckpt").exists() and len(list((tmp_path / "unreadable").iterdir())) == 1
+    assert "moved to" in said[0]
+
+
+def _test_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "result.json").read_text())["metrics"]
+
+
+def test_a_resumed_cell_gives_the_uninterrupted_cells_test_metrics(twin_factory, tmp_path):
+    """Run a 3-epoch cell; give a second copy of it the first's epoch-0 checkpoint as its last.ckpt (an
+    interruption after epoch 0) and run it: with the RNG states restored, the same shuffles and the same
+    test metrics; its log has each epoch once and its record says it was resumed."""
+    root = twin_factory("nih", n=90, size=64)
+    cells = [{"name": name, "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih",
+              "overrides": {"trainer.max_epochs": 3, "trainer.callbacks": CKPT_ALL}} for name in ("whole", "resumed")]
+    spec = load_spec(_spec(tmp_path, root, cells))
+    whole, resumed = (write_cell(spec, c) for c in spec.cells)
+    env = _env(tmp_path)
+    run = [sys.executable, "-m", "cxrbench.runner.cell"]
+    assert subprocess.run(run + [str(whole)], env=env, cwd=tmp_path, capture_output=True).returncode == 0
+    first = next((whole / "checkpoints").glob("epoch=0-*.ckpt"))
+    (resumed / "checkpoints").mkdir()
+    shutil.copy(first, resumed / "checkpoints/last.ckpt")
+    shutil.copy(whole / "metrics.csv", resumed / "metrics.csv")  # the log as the interrupted run left it
+    res = subprocess.run(run + [str(resumed)], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    # the same weights (without the RNG states restored they differ by ~2e-3), hence the same test metrics
+    wa = torch.load(whole / "model.ckpt", weights_only=True)["state_dict"]
+    wb = torch.load(resumed / "model.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa), {k: (wa[k] - wb[k]).abs().max() for k in wa}
+    a, b = _test_metrics(whole), _test_metrics(resumed)
+    assert a["auc/mean"] == pytest.approx(b["auc/mean"], abs=1e-6) and a["pr_auc/mean"] == pytest.approx(b["pr_auc/mean"], abs=1e-6)
+    rec = json.loads((resumed / "result.json").read_text())
+    assert rec["resumed"][0]["epoch"] == 0 and "resumed" not in json.loads((whole / "result.json").read_text())
+    rows = list(csv.DictReader((resumed / "metrics.csv").open()))
+    assert sorted(int(r["epoch"]) for r in rows if r.get("val/loss")) == [0, 1, 2]
+
+
+def test_two_launchers_on_one_spec_train_each_cell_once(twin_factory, tmp_path):
+    root = twin_factory("nih", n=90, size=64)
+    cells = [{"name": n, "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih",
+              "overrides": {"trainer.max_epochs": 6}} for n in ("a", "b")]
+    spec_path = _spec(tmp_path, root, cells)
+    cmd = [sys.executable, "-m", "cxrbench.cli", "bench", str(spec_path)]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    spec = load_spec(spec_path)
+    for c in spec.cells:
+        d = spec.runs_dir / c.run_id
+        rows = list(csv.DictReader((d / "metrics.csv").open()))
+        assert sorted(int(r["epoch"]) for r in rows if r.get("val/loss")) == list(range(6)), (c.name, outs)
+        assert (d / "stdout.log").read_text().count("`Trainer.fit` stopped") == 1
+    said = "".join(outs)
+    assert "[busy]" in said or said.count("[done]") >= 1, said  # the second launcher said why it skipped
+
+
+def test_siim_rle_problems_are_named_at_setup(twin_factory, tmp_path):
+    from data_modules import SIIM
+    from data_modules.io import DataError
+
+    src = twin_factory("siim", n=20, size=64)
+    for bad, message in (("", r"EncodedPixels is blank on line\(s\) \[2\]"),
+                         ("10 5 7", "line 2, ImageId .*: RLE has an odd number of values"),
+                         ("1048570 100", "line 2, ImageId .*runs fall outside a 1024x1024 mask")):
+        root = tmp_path / f"siim{len(bad)}"
+        shutil.copytree(src, root)
+        lines = (root / "train-rle.csv").read_text().splitlines()
+        head, first = lines[1].split(",", 1)
+        lines[1] = f"{head}, {bad}" if bad else f"{head},"
+        (root / "train-rle.csv").write_text("\n".join(lines) + "\n")
+        with pytest.raises(DataError, match=message):
+            SIIM(str(root), cache=False).setup()
+
+
+def test_an_override_typo_is_refused_by_dry_run_before_anything_runs(twin_factory, tmp_path):
+    spec_path = _spec(tmp_path, tmp_path / "nih", [{"name": "typo", "task": "nih8-cls", "method": "toy", "config": TOY,
+                                                    "data": "nih", "overrides": {"model.init_args.lrr": 0.1}}])
+    for extra in (("--dry-run",), ()):
+        res = _bench(spec_path, tmp_path, *extra)
+        assert res.returncode == 2 and "Option 'lrr' is not accepted" in res.stderr and "typo-s0" in res.stderr
+        assert "Traceback" not in res.stderr and not (tmp_path / "runs").exists()
