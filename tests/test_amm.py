@@ -97,7 +97,7 @@ def test_amm_learns_cardiomegaly_and_w_finds_the_heart(cardiomegaly_twin, tmp_pa
     from data_modules import NIH
 
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # see conftest: no thread fights between the two xdist workers
     L.seed_everything(0)
     dm = NIH(cardiomegaly_twin, protocol="amm", label_set="cardiomegaly", transforms="plain", image_size=128,
              eval_size=128, cache_size=128, cache_dir=str(tmp_path / "c"), batch_size=32, val_share=0.15)

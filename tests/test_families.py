@@ -182,15 +182,15 @@ def test_segmentation_family_scores_per_image_with_empty_masks_counting_one():
 # ---------------------------------------------------------------------------------------- learns (twin)
 def _trainer(epochs):
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # see conftest: no thread fights between the two xdist workers
     return L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False)
 
 
 def test_random_init_unet_segments_the_twins_lungs(twin_factory, tmp_path):
-    """A random-init U-Net (width 8, 64 px, Dice loss) trained on Shenzhen twin lungs, tested on
-    Montgomery. Measured Dice (seeds 0/1/2): see LUNG_DICE; an empty prediction scores 0 and an
-    all-ones prediction the lungs' share of the image (~0.35 Dice)."""
+    """A random-init U-Net (width 8, 64 px, Dice loss, 12 epochs, ~10 CPU-seconds) trained on Shenzhen
+    twin lungs, tested on Montgomery. Measured Dice 0.83 / 0.92 / 0.88 and HD95 17.6 / 2.7 / 10.4 px
+    (seeds 0/1/2); an empty prediction scores Dice 0, the whole image ~0.45."""
     from data_modules import Lungs
 
     L.seed_everything(0)
@@ -211,28 +211,29 @@ def test_random_init_unet_segments_the_twins_lungs(twin_factory, tmp_path):
     assert m["hd95/mean"] < 0.25 * 64 * 2 ** 0.5, m
 
 
-LUNG_DICE = 0.7
+LUNG_DICE = 0.7  # below the worst measured seed (0.83)
 
 
 def test_strict_probe_on_a_supce_encoder_beats_the_same_probe_on_a_random_encoder(twin_factory, tmp_path):
-    """SupCE (U-Net encoder, width 8, 64 px) pretrained on the cardiomegaly twin's training split, then a
-    strict linear probe on its frozen encoder vs the same probe on a random encoder, same data and
-    seed. Measured test AUC (seeds 0/1/2): see PROBE_MARGIN."""
+    """SupCE (U-Net encoder, width 8, 48 px, 4 epochs) pretrained on the cardiomegaly twin's training
+    split, then a strict linear probe (4 epochs) on its frozen encoder vs the same probe on a random
+    encoder, same data and seed (~15 CPU-seconds). Measured test AUC, SupCE vs random encoder:
+    0.97 vs 0.46, 0.79 vs 0.65, 0.95 vs 0.35 (seeds 0/1/2): the smallest margin is 0.14."""
     from data_modules import NIH
 
     L.seed_everything(0)
     dm = NIH(twin_factory("nih", n=900, seed=2, size=128), protocol="amm", label_set="cardiomegaly",
-             transforms="plain", image_size=64, cache_size=128, cache_dir=str(tmp_path / "c"), batch_size=32,
+             transforms="plain", image_size=48, cache_size=128, cache_dir=str(tmp_path / "c"), batch_size=32,
              val_share=0.15)
     enc = {"encoder": "unet", "encoder_kwargs": {"width": 8}}
     pre = SupCE(**enc, lr=0.05, momentum=0.9, class_names=["Cardiomegaly"])
-    _trainer(6).fit(pre, dm)
+    _trainer(4).fit(pre, dm)
     path = pre.export_artifact("encoder", tmp_path / "encoder.pt", dm, {"run_id": "test"})
     aucs = {}
     for name, kwargs in (("supce", {"encoder_artifact": str(path)}), ("random", enc)):
         L.seed_everything(0)
         probe = LinearProbe(**kwargs, lr=0.1, class_names=["Cardiomegaly"], threshold="val_youden")
-        trainer = _trainer(6)
+        trainer = _trainer(4)
         trainer.fit(probe, dm)
         trainer.test(probe, dm, verbose=False)
         aucs[name] = probe.test_metrics["auc/mean"]
@@ -240,7 +241,7 @@ def test_strict_probe_on_a_supce_encoder_beats_the_same_probe_on_a_random_encode
     assert aucs["supce"] > aucs["random"] + PROBE_MARGIN, aucs
 
 
-PROBE_MARGIN = 0.05
+PROBE_MARGIN = 0.05  # below the smallest measured margin (0.14)
 
 
 def test_the_cli_refuses_a_segmentation_method_on_a_classification_datamodule(twin_factory, tmp_path):

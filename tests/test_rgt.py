@@ -97,7 +97,7 @@ def test_rgt_learns_cardiomegaly_and_reports_its_boxes(twin_factory, tmp_path):
     from data_modules import NIH
 
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # see conftest: no thread fights between the two xdist workers
     L.seed_everything(0)
     twin = twin_factory("nih", n=900, seed=2, size=128)
     dm = NIH(twin, protocol="amm", label_set="cardiomegaly", transforms="plain", image_size=64, cache_size=128, cache_dir=str(tmp_path / "c"), batch_size=32, val_share=0.15)
