@@ -210,3 +210,85 @@ def test_a_split_with_one_class_empty_is_refused_before_any_training_step(export
     with pytest.raises(ValueError, match="needs normal and abnormal images in the training split; it has .* normal and 0 abnormal"):
         _trainer(1).fit(model, dm)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ------------------------------------------------------------------------------------ learning
+@pytest.fixture(scope="module")
+def stage1(twin_factory, tmp_path_factory):
+    """Stage 1 on the RGT split of the cardiomegaly twin (the AMM/RGT/probe tests' twin), abnormal vs
+    normal, 64 px, U-Net width 8 cut at 4 levels (8×8 CAMs), 12 epochs: ~25 CPU-seconds."""
+    tmp = tmp_path_factory.mktemp("cam_stage1")
+    root = twin_factory("nih", n=900, seed=2, size=128)
+    L.seed_everything(0)
+    dm = NIH(root, protocol="rgt", label_set="abnormal", transforms="plain", image_size=64, eval_size=64,
+             cache_size=128, cache_dir=str(tmp / "c"), batch_size=32)
+    model = CAMContrastCAM(encoder_kwargs={"width": 8, "depth": 4}, lr=0.05, warmup_epochs=1, loc_threshold=0.7,
+                           num_classes=1, class_names=["Abnormal"])
+    trainer = _trainer(STAGE1_EPOCHS)
+    trainer.fit(model, dm)
+    trainer.test(model, dm, verbose=False)
+    return {"root": root, "dm": dm, "model": model, "tmp": tmp}
+
+
+STAGE1_EPOCHS = 12
+
+
+def test_stage1_heatmaps_overlap_the_twins_boxes_better_than_same_size_random_boxes(stage1):
+    """The abnormal-class heatmap on the RGT protocol's held-out box images (never trained on), every
+    box of every disease against it. Its top box (the shared scorer's first box at level 0.7 = Wang et
+    al.'s 180/255) against the same box at uniformly random places, and its peak against a random point.
+    Measured (seeds 0/1/2): see STAGE1_MARGIN."""
+    from cxrbench.localization import heatmap_to_boxes
+    from cxrbench.localization.chance import VersusChance
+
+    model, dm = stage1["model"], stage1["dm"]
+    m = model.test_metrics
+    assert m["auc/mean"] > 0.65 and m["loc/n_pairs"] >= 100, m  # one (image, abnormal) pair per box image
+    assert 0 < m["iou_acc@0.1/mean"] <= 1 and m["iou_acc@0.1/Abnormal"] == m["iou_acc@0.1/mean"]
+    model.eval()
+    tally = VersusChance(["Abnormal"], seed=0)
+    with torch.no_grad():
+        for b in dm.dataloader("loc", shuffle=False):
+            maps = model.heatmaps(b["image"])
+            top = torch.stack([torch.as_tensor(heatmap_to_boxes(hm.numpy(), model.loc_threshold)[0, :4])
+                               for hm in maps[:, 0]])[:, None]
+            tally.update(maps, top, b["boxes"], [torch.zeros_like(l) for l in b["box_labels"]])
+    r = tally.summary()["Abnormal"]
+    print(f"stage-1 AUC {m['auc/mean']:.3f}; top box IoU {r['iou']:.3f} vs random {r['random_iou']:.3f}; "
+          f"pointing {r['pointing']:.2f} vs chance {r['pointing_chance']:.2f}; n={r['n']}")
+    assert r["iou"] > r["random_iou"] * STAGE1_MARGIN, r
+    assert r["pointing"] > 1.5 * r["pointing_chance"], r
+
+
+STAGE1_MARGIN = 1.2
+
+
+def test_stage2_loss_falls_on_the_exported_heatmaps(stage1):
+    """Stage 1 → heatmap artifact (the twin's RGT train+val images) → NIHCrops → stage 2, 20 steps.
+
+    The loss falls from ~24 (τ = 0.05: at initialisation the image and heatmap projections sit in two
+    tight, mutually orthogonal clusters) to about log(2B − 1) = 4.16 for B = 32. What it does not do at
+    this scale is more: on the twin at 64 px with a width-8 encoder, a few hundred steps, every tried
+    setting (lr 1e-3…5e-2, 0–40 warm-up steps, τ 0.05/0.5, BatchNorm in the projectors, He or default
+    init of the heatmap encoder) ends in the collapsed state (mean cosine of image projections 0.99),
+    and a strict probe of that encoder is no better than of a random one (abnormal AUC at fraction 0.25:
+    0.41–0.60 vs 0.57; see the CAMContrast report). The paper's 72k steps at 224 px are beyond a CPU test.
+    """
+    model1, tmp = stage1["model"], stage1["tmp"]
+    path = tmp / "runs" / "s1" / "artifacts" / "heatmaps"
+    model1.export_artifact("heatmaps", path, stage1["dm"], {"run_id": "s1"})
+    L.seed_everything(0)
+    dm = NIHCrops(stage1["root"], protocol="rgt", heatmaps=str(path), full_size=64, image_size=32, cache_size=128,
+                  cache_dir=str(tmp / "c"), batch_size=32)
+    model = CAMContrast(encoder_kwargs={"width": 8, "depth": 4}, lr=0.01, momentum=0.9, warmup_fraction=0.1)
+    losses = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    _trainer(1, limit_train_batches=20, limit_val_batches=2, callbacks=[Record()]).fit(model, dm)
+    first, last = losses[0], float(np.mean(losses[-5:]))
+    print(f"stage-2 loss {first:.2f} -> {last:.2f} (log(2B-1) = {np.log(63):.2f})")
+    assert len(losses) == 20 and all(np.isfinite(losses))
+    assert last < 0.5 * first, losses
