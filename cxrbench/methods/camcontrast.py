@@ -63,9 +63,12 @@ Deviations and choices (paper vs public code), each with its reason:
 - The heatmap encoder's convolutions start from He initialisation (fan-in, ReLU gain; ``heatmap_init``);
   the public code keeps PyTorch's default, under which three bias-free ReLU layers shrink a heatmap's
   features ~20× to ~0.008 at the GAP: the projector's biases then dominate and every heatmap projects to
-  nearly one vector (mean cosine 0.997 over a batch, measured on the twin; 0.74 with He init). 72k steps
-  grow out of it; a short run stays collapsed (smoke-scale stage-2 loss flat at 4.53 ≈ log 2B).
-  ``heatmap_init: default`` restores the code's.
+  nearly one vector (mean cosine 0.997 over a batch, measured on the twin; 0.74 with He init).
+  ``heatmap_init: default`` restores the code's. Known limit at CPU scale: even so, short runs on the
+  twin (64 px, width 8, a few hundred steps; lr 1e-3…5e-2, τ 0.05/0.5, with or without warm-up or
+  BatchNorm in the projectors) fall from ~24 into the collapsed state log(2B − 1): at initialisation
+  the image and heatmap projections form two tight, mutually orthogonal clusters and merging them is
+  the steepest descent. The paper's 72k steps are not reproduced here (tests/test_camcontrast.py).
 - Colour jitter and random grayscale (paper §3.2) are not applied to image crops: the public code's
   chest X-ray transform has neither (grayscale is meaningless on 1-channel radiographs).
 - Beyond the paper: stage 1's abnormal-class heatmap (foreground-suppressed, as exported) is scored on
