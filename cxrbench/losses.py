@@ -5,6 +5,8 @@
   positives, outside the log), as CAMContrast's SupCon baseline uses it.
 - ``masked_bce`` / ``masked_focal``: multi-label losses where NaN labels are unknown and do not count.
 - ``dice_loss``: MONAI's ``DiceLoss`` (sigmoid, pooled over the batch, smooth 1), CAMContrast's form.
+- ``minmax`` / ``cam_attention_loss``: CAMContrast stage 1's complementary guided attention loss (Eq. 4)
+  on min-max normalised class activation maps, averaged over the batch as Eq. 2 does.
 
 NT-Xent and SupCon are written here (a masked cross-entropy each) because the one library that has
 them, pytorch-metric-learning, is outside the design card's stack; the tests check both against it.
@@ -68,3 +70,29 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -
     from monai.losses import DiceLoss
 
     return DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth, smooth_dr=smooth)(logits, target.float())
+
+
+def minmax(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Min-max normalise every [H, W] map of ``maps`` [..., H, W] to [0, 1]; ``eps`` in the denominator
+    keeps a constant map finite (it becomes all zeros) where the plain formula gives NaN."""
+    flat = maps.flatten(-2)
+    lo = flat.amin(-1)[..., None, None]
+    hi = flat.amax(-1)[..., None, None]
+    return (maps - lo) / (hi - lo + eps)
+
+
+def cam_attention_loss(cams: torch.Tensor, logits: torch.Tensor, label: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """CAMContrast's attention loss (Eq. 4), averaged over the whole batch as Eq. 2 does.
+
+    ``cams`` [B, 2, h, w]: class activation maps of class 0 (normal) and 1 (abnormal); ``logits`` [B, 2];
+    ``label`` [B]: 0 normal, 1 abnormal, NaN unknown. Only correctly classified normals count
+    (p_normal >= 0.5, i.e. z_0 >= z_1, and label 0): for each, mean_ij(1 - M0 + M1) on the min-max
+    normalised maps — M0 pushed to cover the image, M1 to vanish. Every other image adds 0, and the sum is
+    divided by B (the batch), not by the number of qualifying images.
+    """
+    if cams.ndim != 4 or cams.shape[1] != 2:
+        raise ValueError(f"cams must be [B, 2, h, w] (normal, abnormal), got {tuple(cams.shape)}")
+    m = minmax(cams, eps)
+    gate = (logits[:, 0] >= logits[:, 1]) & (label.reshape(-1) == 0)
+    per_image = (1 - m[:, 0] + m[:, 1]).mean((-2, -1))
+    return (per_image * gate.to(per_image.dtype)).sum() / max(1, len(per_image))

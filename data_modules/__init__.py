@@ -7,10 +7,11 @@ shipped with torchxrayvision; the DataModules read twin and real releases throug
 from .base import CXRDataModule, DatasetIndex  # noqa: E402
 from .chexpert import CheXpert  # noqa: E402
 from .covidx import COVIDx  # noqa: E402
+from .crops import NIHCrops  # noqa: E402
 from .io import DataError  # noqa: E402
 from .lungs import Lungs  # noqa: E402
 from .nih import NIH  # noqa: E402
 from .siim import SIIM  # noqa: E402
 
 DATAMODULES = {"nih": NIH, "chexpert": CheXpert, "covidx": COVIDx, "siim": SIIM, "lungs": Lungs}
-__all__ = ["CXRDataModule", "DatasetIndex", "DataError", "DATAMODULES", "NIH", "CheXpert", "COVIDx", "SIIM", "Lungs"]
+__all__ = ["CXRDataModule", "DatasetIndex", "DataError", "DATAMODULES", "NIH", "NIHCrops", "CheXpert", "COVIDx", "SIIM", "Lungs"]

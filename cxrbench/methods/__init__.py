@@ -7,6 +7,7 @@ registry name or the class name.
 
 from .amm import AMM, GAPBaseline
 from .base import Method
+from .camcontrast import CAMContrast, CAMContrastCAM
 from .classification import ClassificationMethod
 from .evaluation import EncoderClassifier, EncoderSegmenter, FineTune, LinearProbe
 from .pretraining import PretrainingMethod
@@ -18,9 +19,10 @@ METHODS = {
     "amm": AMM, "gap": GAPBaseline,
     "rgt": RGT, "vit": ViTBaseline,
     "supce": SupCE, "simclr": SimCLR, "supcon": SupCon,
+    "camcontrast-cam": CAMContrastCAM, "camcontrast": CAMContrast,
     "linear": LinearProbe, "finetune": FineTune, "unet": EncoderSegmenter,
 }
 
 __all__ = ["METHODS", "Method", "ClassificationMethod", "SegmentationMethod", "PretrainingMethod",
            "EncoderClassifier", "LinearProbe", "FineTune", "EncoderSegmenter", "AMM", "GAPBaseline", "RGT",
-           "ViTBaseline", "SupCE", "SimCLR", "SupCon"]
+           "ViTBaseline", "SupCE", "SimCLR", "SupCon", "CAMContrastCAM", "CAMContrast"]

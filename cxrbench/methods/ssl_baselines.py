@@ -8,10 +8,10 @@ on the coarse normal/abnormal labels of NIH ChestX-ray14 (``label_set: abnormal`
 0.95, lr 1e-3, weight decay 1e-4, linear warm-up over 30% of the steps then cosine (§4.1).
 
 Deviations, with reasons:
-- Random crops of the whole image (the papers' plain variants); the "-crop" variants on the five
-  fixed crops of the 448 image, which Tables 8–9 report, need the crop dataset of the CAMContrast
-  stage-2 pipeline and come with it (``camcontrast.py``). Until then these rows sit beside the
-  "-crop" rows' numbers and say so in the leaderboard's paper column.
+- Random crops of the whole image (the papers' plain variants). The "-crop" variants that Tables 8–9
+  report are these same classes on the five fixed crops of the 448 image (``data_modules.NIHCrops``
+  without heatmaps; configs ``benchmarks/configs/*_crop_nih.yaml``, rows ``simclr-crop`` etc. in
+  ``benchmarks/camcontrast_table8.yaml`` / ``camcontrast_table9.yaml``).
 - Augmentations: ``contrastive`` preset (random resized crop 0.8–1, flip, rotation 30°, brightness
   and contrast jitter 0.4); the papers' random grayscale has no meaning on 1-channel radiographs.
 - SupCE on a binary label uses one logit and BCE (the paper's CE over two classes is the same model
