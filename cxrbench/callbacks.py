@@ -7,12 +7,15 @@ from pathlib import Path
 
 import lightning as L
 
+from .metrics.bootstrap import N_BOOT, patient_resamples, seed_mean_ci
 from .provenance import commit, data_provenance
-from .results import write_result
+from .results import prediction_table, write_predictions, write_result
 
 
 class WriteResult(L.Callback):
-    """After ``test``, write the run's result record (``result.json``) that the leaderboards read.
+    """After ``test``, write the run's result record (``result.json``) that the leaderboards read, and
+    beside it ``predictions.csv`` (every test image's index, image id, patient, labels and
+    probabilities, or its per-image scores) with the record's patient-bootstrap CIs (``ci``).
 
     Args:
         task: the benchmark task the run belongs to (e.g. 'nih-cardiomegaly').
@@ -54,4 +57,24 @@ class WriteResult(L.Callback):
         }
         if fold is not None and getattr(dm, "protocol", "cv") == "cv":
             record["fold"] = int(fold)
+        if pl_module.test_predictions and getattr(dm, "index", None) is not None:
+            table = prediction_table(pl_module.test_predictions, dm.index.meta, list(pl_module.class_names))
+            write_predictions(out, table)  # before the record: a finished record always has its predictions
+            record["ci"] = run_ci(table)
         write_result(out, record)
+
+
+def run_ci(table, n_boot: int = N_BOOT) -> dict:
+    """95% patient-bootstrap CIs of the run's headline metrics on its test split."""
+    test = table[table["split"] == "test"]
+    out = {"resampling": "patients", "n_boot": n_boot}
+    if test.empty:
+        return out
+    resamples = patient_resamples(test["patient_id"].to_numpy(), n_boot)
+    probs = [c for c in test.columns if c.startswith("prob/")]
+    if probs:
+        labels = [f"label/{c[5:]}" for c in probs]
+        out["auc/mean"] = list(seed_mean_ci("auc", [(test[probs].to_numpy(float), test[labels].to_numpy(float))], resamples))
+    if "dice" in test:
+        out["dice/mean"] = list(seed_mean_ci("mean", [(test["dice"].to_numpy(float), None)], resamples))
+    return out

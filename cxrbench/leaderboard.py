@@ -2,8 +2,10 @@
 
     cxrbench leaderboard RUNS_DIR [--out results/]
 
-Each cell is the mean ± std over seeds (and folds, where a protocol has them) with n, and the paper's
-number beside it where the paper has one. Rows are the sweep's method names (``result.json``'s
+Each cell is the mean ± std over seeds (and folds, where a protocol has them) with n, the
+patient-bootstrap 95% CI of that mean where the runs left per-sample predictions (``[CI lo–hi]``),
+and the paper's number beside it where the paper has one. ``comparisons.md`` holds the paired
+bootstrap of every two methods tested on identical images (difference, CI, p). Rows are the sweep's method names (``result.json``'s
 ``method``: e.g. ``amm-densenet121``, or ``simclr`` for the probes of a SimCLR encoder). Every file
 opens with the provenance of the numbers it holds: twin or real data, scale, seeds,
 commits.
@@ -24,6 +26,7 @@ import pandas as pd
 from data_modules.io import atomic_write_text
 
 from .localization import THRESHOLDS
+from .metrics.bootstrap import N_BOOT, paired_difference, patient_resamples, seed_mean_ci
 from .papers import reference
 from .results import read_results
 
@@ -82,10 +85,86 @@ def aggregate(records: list[dict]) -> pd.DataFrame:
                                        "paper_source", "seeds"])
 
 
+#: headline metric -> how the bootstrap scores it from predictions.csv
+BOOTSTRAP = {"auc/mean": "auc", "dice/mean": "mean"}
+
+
+def _test_predictions(record: dict, kind: str):
+    """(index, patients, values, targets) of a run's test split from its predictions.csv, or None."""
+    from .results import read_predictions
+
+    table = read_predictions(record.get("_dir", "")) if record.get("_dir") else None
+    if table is None:
+        return None
+    test = table[table["split"] == "test"].sort_values("index")
+    if kind == "auc":
+        probs = [c for c in test.columns if c.startswith("prob/")]
+        if not probs:
+            return None
+        values, target = test[probs].to_numpy(float), test[[f"label/{c[5:]}" for c in probs]].to_numpy(float)
+    else:
+        if "dice" not in test:
+            return None
+        values, target = test["dice"].to_numpy(float), None
+    return test["index"].to_numpy(), test["patient_id"].to_numpy(), values, target
+
+
+def bootstrap(records: list[dict], n_boot: int = N_BOOT) -> tuple[dict, pd.DataFrame]:
+    """Patient-bootstrap 95% CIs of each (task, method, fraction)'s seed-averaged headline metric, and
+    the paired A − B comparison of every two methods scored on identical test images.
+
+    Runs are grouped like the leaderboard's cells; a group whose runs were tested on different images
+    (CV folds) gets no CI, and only groups on one identical test set are compared."""
+    groups: dict = defaultdict(list)
+    for r in records:
+        for metric, kind in BOOTSTRAP.items():
+            if metric in r["metrics"]:
+                got = _test_predictions(r, kind)
+                if got is not None:
+                    groups[(r["task"], r["method"], float(r["fraction"]), metric)].append(got)
+    cis, by_set, resamples = {}, defaultdict(dict), {}
+    for key, runs in groups.items():
+        if any(not np.array_equal(runs[0][0], run[0]) for run in runs):
+            continue  # different test images (folds): no common resampling
+        task, method, fraction, metric = key
+        test_set = (task, fraction, metric, hash(runs[0][0].tobytes()))
+        if test_set not in resamples:
+            resamples[test_set] = patient_resamples(runs[0][1], n_boot)
+        pairs = [(v, t) for _, _, v, t in runs]
+        cis[key] = seed_mean_ci(BOOTSTRAP[metric], pairs, resamples[test_set])
+        by_set[test_set][method] = pairs
+    rows = []
+    for (task, fraction, metric, _), methods in sorted(by_set.items(), key=lambda kv: kv[0][:3]):
+        names = sorted(methods)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                d = paired_difference(BOOTSTRAP[metric], methods[a], methods[b], resamples[(task, fraction, metric, _)])
+                rows.append({"task": task, "fraction": fraction, "metric": metric, "a": a, "b": b, **d})
+    return cis, pd.DataFrame(rows, columns=["task", "fraction", "metric", "a", "b", "diff", "ci_low", "ci_high", "p",
+                                            "n_boot"])
+
+
+def render_comparisons(comparisons: pd.DataFrame, records: list[dict]) -> str:
+    lines = ["# Paired comparisons: method A − method B on identical test images", ""]
+    if comparisons.empty:
+        return "\n".join(lines + ["No two methods share a test set with per-sample predictions yet.", ""])
+    lines += [*provenance(records), "",
+              "Patient-level paired bootstrap (both methods' seed-averaged metric on the same resampled "
+              f"patients, {int(comparisons['n_boot'].max())} resamples); p is two-sided. A difference whose "
+              "CI holds 0 is not distinguishable from noise on this test set.", "",
+              "| task | fraction | metric | A | B | A − B | 95% CI | p |", "|---|---|---|---|---|---|---|---|"]
+    for r in comparisons.itertuples(index=False):
+        lines.append(f"| {r.task} | {r.fraction:g} | {r.metric} | {r.a} | {r.b} | {r.diff:+.3f} | "
+                     f"{r.ci_low:+.3f} … {r.ci_high:+.3f} | {r.p:.3f} |")
+    return "\n".join(lines + [""])
+
+
 def cell(row: pd.Series | None) -> str:
     if row is None or row["n"] == 0:
         return "–"
     text = f"{row['mean']:.3f} ± {row['std']:.3f} (n={int(row['n'])})"
+    if not math.isnan(row.get("ci_low", math.nan)):
+        text += f" [CI {row['ci_low']:.3f}–{row['ci_high']:.3f}]"
     if not math.isnan(row["paper"]):
         text += f" [paper {row['paper']:.3f}]"
     return text
@@ -200,6 +279,10 @@ def build_leaderboards(runs_dir: str | Path, out: str | Path = "results") -> lis
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = aggregate(records)
+    cis, comparisons = bootstrap(records)
+    table["ci_low"] = [cis.get((r.task, r.method, r.fraction, r.metric), (math.nan,))[0] for r in table.itertuples()]
+    table["ci_high"] = [cis.get((r.task, r.method, r.fraction, r.metric), (math.nan, math.nan))[1]
+                        for r in table.itertuples()]
     written = []
     for board in BOARDS:
         md, sub = render_board(board, table, records)
@@ -212,4 +295,7 @@ def build_leaderboards(runs_dir: str | Path, out: str | Path = "results") -> lis
         )
         atomic_write_text(out / f"leaderboard_{board.name}.csv", csv.to_csv(index=False))
         written += [out / f"leaderboard_{board.name}.md", out / f"leaderboard_{board.name}.csv"]
+    atomic_write_text(out / "comparisons.md", render_comparisons(comparisons, records))
+    atomic_write_text(out / "comparisons.csv", comparisons.to_csv(index=False))
+    written += [out / "comparisons.md", out / "comparisons.csv"]
     return written + plots(table, records, out)

@@ -16,8 +16,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from data_modules.io import atomic_write_text
 
+PREDICTIONS_FILE = "predictions.csv"
 REQUIRED = {"run_id": str, "method": str, "task": str, "seed": int, "fraction": (int, float),
             "metrics": dict, "provenance": dict}
 PROVENANCE = ("data", "scale", "commit")
@@ -80,5 +83,42 @@ def read_results(root: str | Path) -> list[dict]:
         except ValueError as err:
             raise ResultError(f"{f}: not valid JSON ({err})") from err
         rec["metrics"] = {k: (math.nan if v is None else v) for k, v in rec.get("metrics", {}).items()}
-        out.append(validate(rec, str(f)))
+        rec = validate(rec, str(f))
+        rec["_dir"] = str(f.parent)  # where predictions.csv lies (never written back)
+        out.append(rec)
     return out
+
+
+def prediction_table(predictions: dict[str, dict], meta, class_names: list[str]) -> "pd.DataFrame":
+    """One row per (split, test image): split, index, image, patient_id, then ``label/<class>`` and
+    ``prob/<class>`` (classification) or the per-image scores (segmentation: dice, iou, hd95, …)."""
+    import pandas as pd
+
+    frames = []
+    for split, got in predictions.items():
+        index = np.asarray(got["index"])
+        rows = meta.iloc[index]
+        image = rows["image"] if "image" in rows else rows["path"].map(lambda p: Path(p).name)
+        frame = {"split": split, "index": index, "image": np.asarray(image), "patient_id": rows["patient_id"].astype(str).to_numpy()}
+        for key, value in got.items():
+            if key == "index":
+                continue
+            value = np.asarray(value)
+            if value.ndim == 2:
+                for c, name in enumerate(class_names if value.shape[1] == len(class_names) else range(value.shape[1])):
+                    frame[f"{key}/{name}"] = value[:, c]
+            else:
+                frame[key] = value
+        frames.append(pd.DataFrame(frame))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_predictions(folder: str | Path, table) -> Path:
+    return atomic_write_text(Path(folder) / PREDICTIONS_FILE, table.to_csv(index=False))
+
+
+def read_predictions(folder: str | Path):
+    import pandas as pd
+
+    f = Path(folder) / PREDICTIONS_FILE
+    return pd.read_csv(f, dtype={"patient_id": str, "image": str}) if f.is_file() else None

@@ -85,3 +85,62 @@ def test_bad_results_are_named(tmp_path):
         read_results(tmp_path / "bad")
     res = subprocess.run([sys.executable, "-m", "cxrbench.cli", "leaderboard", str(empty)], capture_output=True, text=True)
     assert res.returncode == 2 and "holds no result.json" in res.stderr
+
+
+def _write_predictions(folder, probs, labels, patients):
+    from cxrbench.results import PREDICTIONS_FILE
+
+    pd.DataFrame({"split": "test", "index": range(len(probs)), "image": [f"i{k}.png" for k in range(len(probs))],
+                  "patient_id": patients, "label/Cardiomegaly": labels, "prob/Cardiomegaly": probs}
+                 ).to_csv(folder / PREDICTIONS_FILE, index=False)
+
+
+def test_bootstrap_cis_and_paired_comparisons_from_per_sample_predictions(tmp_path):
+    """A method that ranks every positive first vs a coin flip, on 120 images of 60 patients: the
+    paired difference's CI excludes 0; two seeds of the same predictions compared with themselves do not."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(rng.integers(0, 2, 60), 2).astype(float)  # two films per patient, same label
+    patients = np.repeat([f"p{k}" for k in range(60)], 2)
+    good = labels * 0.5 + rng.random(120) * 0.6
+    coin = rng.random(120)
+    d = tmp_path / "runs"
+    for method, probs in (("good", good), ("coin", coin), ("coin-again", coin)):
+        for seed in (0, 1):
+            rec = _rec(method, "nih-cardiomegaly", seed, {"auc/mean": 0.0})
+            write_result(d / rec["run_id"], rec)
+            _write_predictions(d / rec["run_id"], probs, labels, patients)
+    out = tmp_path / "results"
+    build_leaderboards(d, out)
+    comp = pd.read_csv(out / "comparisons.csv").set_index(["a", "b"])
+    real = comp.loc[("coin", "good")]
+    assert real["diff"] < -0.2 and real["ci_high"] < 0 and real["p"] < 0.01
+    null = comp.loc[("coin", "coin-again")]
+    assert null["diff"] == 0 and null["ci_low"] <= 0 <= null["ci_high"] and null["p"] == 1.0
+    board = pd.read_csv(out / "leaderboard_auc.csv").set_index("method")
+    assert board.loc["good", "ci_low"] < board.loc["good", "ci_high"]
+    assert "[CI " in (out / "leaderboard_auc.md").read_text() and "| nih-cardiomegaly | 1 | auc/mean | coin | good |" in (
+        out / "comparisons.md").read_text()
+
+
+def test_auc_by_ranks_equals_sklearn_and_resampling_keeps_patients_whole():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from cxrbench.metrics.bootstrap import auc_by_ranks, patient_resamples
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, (50, 3)).astype(float)
+    s = np.round(rng.random((50, 3)), 1)  # ties
+    y[0, 2] = np.nan
+    got = auc_by_ranks(s, y)
+    for k in range(3):
+        known = ~np.isnan(y[:, k])
+        assert got[k] == pytest.approx(roc_auc_score(y[known, k], s[known, k]))
+    patients = np.array(["a", "a", "b", "c", "c", "c"])
+    for idx in patient_resamples(patients, n=20):
+        drawn = patients[idx]
+        for p in set(drawn):
+            assert (drawn == p).sum() % (patients == p).sum() == 0  # a patient comes with all its images
+        assert len(set(map(str, idx))) <= len(idx)

@@ -205,6 +205,14 @@ def test_pipeline_pretrain_then_probe_through_an_encoder_artifact(twin_factory, 
     assert config["model"]["init_args"]["encoder_artifact"] == str((pdir / "artifacts/encoder.pt").resolve())
     rec = json.loads((cdir / "result.json").read_text())
     assert rec["method"] == "supce" and rec["module"] == "LinearProbe" and rec["fraction"] == 0.5
+    # per-sample predictions beside the record, and the record's patient-bootstrap CI of its AUC
+    import pandas as pd
+
+    preds = pd.read_csv(cdir / "predictions.csv")
+    assert len(preds[preds["split"] == "test"]) == rec["metrics"]["n_images"]
+    assert {"image", "patient_id", "prob/Atelectasis", "label/Atelectasis"} <= set(preds.columns)
+    low, high = rec["ci"]["auc/mean"]
+    assert rec["ci"]["resampling"] == "patients" and low <= high
     # the probe's encoder is the artifact's, untouched (strict probe)
     art = torch.load(pdir / "artifacts/encoder.pt", weights_only=True)["payload"]["state_dict"]
     kept = torch.load(cdir / "model.ckpt", weights_only=True)["state_dict"]

@@ -48,6 +48,9 @@ class Method(L.LightningModule):
             raise ValueError(f"{len(self.class_names)} class names for num_classes={num_classes}")
         self.test_metrics: dict[str, float] = {}  # read by the result record (callbacks.WriteResult)
         self.test_curves: dict = {}
+        # per evaluation split, per-sample arrays keyed by name ("index" + predictions / per-image scores):
+        # written beside the record as predictions.csv, read by the leaderboard's bootstrap CIs
+        self.test_predictions: dict[str, dict] = {}
 
     def split_name(self, dataloader_idx: int) -> str:
         """The evaluation split a test dataloader index stands for ("test", "shift", "loc", …)."""

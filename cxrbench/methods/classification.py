@@ -167,6 +167,7 @@ class ClassificationMethod(Method):
     def on_test_epoch_end(self):
         out: dict[str, float] = {}
         curves: dict = {}
+        predictions: dict = {}
         threshold = None
         for split, store in self.eval_stores.items():
             got = store.compute()
@@ -182,6 +183,7 @@ class ClassificationMethod(Method):
                 continue
             prefix = "" if split == "test" else f"{split}/"
             p, t = got["preds"].double().cpu(), got["target"].double().cpu()
+            predictions[split] = {"index": got["index"].cpu().numpy(), "prob": p.numpy(), "label": t.numpy()}
             a, pa = auc(p, t, self.class_names), pr_auc(p, t, self.class_names)
             out[f"{prefix}auc/mean"], out[f"{prefix}pr_auc/mean"] = a["mean"], pa["mean"]
             out[f"{prefix}n_images"] = float(len(p))
@@ -200,7 +202,7 @@ class ClassificationMethod(Method):
                     out[f"{prefix}{k}/weighted"] = rep["weighted"][k]
                 if split == "test":
                     curves.setdefault("roc", {})[self.class_names[0]] = roc_points(p, t)
-        self.test_metrics, self.test_curves = out, curves
+        self.test_metrics, self.test_curves, self.test_predictions = out, curves, predictions
         for k, v in out.items():
             if not math.isnan(v):
                 self.log(f"test/{k}", v)

@@ -92,6 +92,9 @@ class SegmentationMethod(Method):
         out: dict[str, float] = {}
         for split, metric in self.eval_metrics.items():
             got = metric.compute()
+            per = metric.per_image()
+            self.test_predictions[split] = {k: v.cpu().double().numpy() if k != "index" else v.cpu().numpy()
+                                            for k, v in per.items()}
             metric.reset()
             prefix = "" if split == "test" else f"{split}/"
             for k in ("dice", "dice_pos", "iou", "iou_pos", "hd95"):

@@ -105,5 +105,14 @@ class SegmentationMetric(SampleStore):
             per.pop("hd95")
         return summarize(per)
 
+    def per_image(self) -> dict[str, torch.Tensor]:
+        """The per-image scores behind ``compute()`` (index, dice, iou, hd95, target_empty, pred_empty),
+        gathered across ranks and de-duplicated like them."""
+        with self.sync_context(should_sync=self._to_sync, should_unsync=True):
+            per = SampleStore.compute(self)
+        if not self.with_hd95:
+            per.pop("hd95")
+        return per
+
 
 __all__ = ["dice_iou", "hd95", "summarize", "segmentation_scores", "SegmentationMetric"]
