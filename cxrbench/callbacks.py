@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
 
 from .metrics.bootstrap import N_BOOT, patient_resamples, seed_mean_ci
 from .provenance import commit, data_provenance
@@ -78,3 +79,34 @@ def run_ci(table, n_boot: int = N_BOOT) -> dict:
     if "dice" in test:
         out["dice/mean"] = list(seed_mean_ci("mean", [(test["dice"].to_numpy(float), None)], resamples))
     return out
+
+
+class WritePredictions(BasePredictionWriter):
+    """``cxrbench predict``: every image's outputs, written once at the end into ``out_dir`` (default:
+    the run's log folder): ``predictions.csv`` (index, image, patient, ``prob/<class>`` or
+    ``embedding/<k>``) and, for maps, ``<name>.npy`` (float16, [N, …], rows in ``index.npy`` order)."""
+
+    def __init__(self, out_dir: str | None = None):
+        super().__init__(write_interval="epoch")
+        self.out_dir = out_dir
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        import numpy as np
+        import torch
+
+        if not trainer.is_global_zero or not predictions:
+            return
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        out = Path(self.out_dir or trainer.log_dir or ".")
+        out.mkdir(parents=True, exist_ok=True)
+        merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+        vectors = {k: v.numpy() for k, v in merged.items() if k != "index" and v.ndim <= 2}
+        table = prediction_table({"predict": {"index": merged["index"].numpy(), **vectors}},
+                                 trainer.datamodule.index.meta, list(pl_module.class_names))
+        write_predictions(out, table)
+        np.save(out / "index.npy", merged["index"].numpy())
+        for name, value in merged.items():
+            if value.ndim > 2:
+                tmp = out / f".{name}.tmp.npy"
+                np.save(tmp, value.numpy().astype(np.float16))
+                os.replace(tmp, out / f"{name}.npy")

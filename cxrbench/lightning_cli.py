@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -22,6 +23,39 @@ class CXRBenchCLI(LightningCLI):
             data = (self.config.get(self.subcommand) if self.subcommand else self.config).get("data")
             where = f" (data: {getattr(data, 'class_path', data)})" if data is not None else ""
             raise SystemExit(f"cxrbench: error: the config cannot be built{where}: {_root_cause(err)}") from None
+
+    def before_predict(self) -> None:
+        from .callbacks import WritePredictions
+
+        if not any(isinstance(c, WritePredictions) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(WritePredictions())
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("ckpt_path") in ("best", "last") and not self.trainer.checkpoint_callback.best_model_path:
+            kwargs["ckpt_path"] = str(self._checkpoint_on_disk(kwargs["ckpt_path"]))
+        return kwargs
+
+    def _checkpoint_on_disk(self, which: str) -> Path:
+        """``--ckpt_path best|last`` in a fresh process: the newest ``last.ckpt`` under this config's
+        logger folder, or the best checkpoint its ModelCheckpoint recorded (read with weights_only)."""
+        import torch
+
+        logger = self.trainer.logger
+        root = Path(logger.root_dir if logger is not None else self.trainer.default_root_dir)
+        found = sorted(root.glob("**/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise SystemExit(f"cxrbench: error: --ckpt_path {which}: no checkpoints/last.ckpt under {root} "
+                             "(run `cxrbench fit` with this config first, or give the checkpoint's path)")
+        if which == "last":
+            return found[-1]
+        state = torch.load(found[-1], map_location="cpu", weights_only=True)
+        best = [v.get("best_model_path") for k, v in state.get("callbacks", {}).items() if k.startswith("ModelCheckpoint")]
+        best = [b for b in best if b and Path(b).is_file()]
+        if not best:
+            raise SystemExit(f"cxrbench: error: --ckpt_path best: {found[-1]} records no best checkpoint that exists; "
+                             "use --ckpt_path last or a path")
+        return Path(best[0])
 
     def add_arguments_to_parser(self, parser) -> None:
         # The model learns its classes from the data: one source of truth, no config drift.
@@ -49,8 +83,23 @@ def build_cli(args: list[str], run: bool = True) -> CXRBenchCLI:
                        run=run, save_config_kwargs={"overwrite": True})
 
 
+def registry_names(args: list[str]) -> list[str]:
+    """``--model amm`` (the registry name the README and ``--help`` show) as the class path LightningCLI
+    resolves; class names (``--model AMM``) and class paths pass through."""
+    from .methods import METHODS
+
+    out = list(args)
+    for i, a in enumerate(out):
+        if a in ("--model", "--model.class_path") and i + 1 < len(out) and out[i + 1] in METHODS:
+            out[i + 1] = f"{METHODS[out[i + 1]].__module__}.{METHODS[out[i + 1]].__name__}"
+        elif a.startswith(("--model=", "--model.class_path=")) and a.split("=", 1)[1] in METHODS:
+            cls = METHODS[a.split("=", 1)[1]]
+            out[i] = f"{a.split('=', 1)[0]}={cls.__module__}.{cls.__name__}"
+    return out
+
+
 def run(args: list[str]) -> None:
-    build_cli(args)
+    build_cli(registry_names(args))
 
 
 class _Parsed(Exception):

@@ -135,9 +135,10 @@ def test_cli_fit_then_test_writes_a_result_the_leaderboard_reads(twin_factory, t
     common = ["--config", config, "--config", str(tiny), "--data.init_args.root", str(root)]
     fit = _cli("fit", *common, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
-    ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
-    test = _cli("test", *common, "--ckpt_path", str(ckpt), cwd=tmp_path)
+    # the README's command, in a fresh process: `best` is read from the last checkpoint's record
+    test = _cli("test", *common, "--ckpt_path", "best", cwd=tmp_path)
     assert test.returncode == 0, test.stderr[-3000:]
+    assert "args parameter" not in test.stderr
     result = json.loads(next((tmp_path / "runs").rglob("result.json")).read_text())
     assert result["method"] == "amm" and result["task"] == "nih-cardiomegaly"
     assert result["provenance"]["data"] == "twin" and result["provenance"]["commit"]
@@ -145,6 +146,18 @@ def test_cli_fit_then_test_writes_a_result_the_leaderboard_reads(twin_factory, t
     board = _cli("leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "results"), cwd=tmp_path)
     assert board.returncode == 0, board.stderr
     assert "| amm |" in (tmp_path / "results/leaderboard_auc.md").read_text()
+    # predict with the registry name: probabilities per test image and AMM's W maps
+    pred = _cli("predict", *common, "--model", "amm", "--model.init_args.backbone", "resnet10t", "--ckpt_path", "last",
+                cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    table = next(p for p in (tmp_path / "runs").rglob("predictions.csv") if (p.parent / "heatmap.npy").exists())
+    import numpy as np
+    import pandas as pd
+
+    rows = pd.read_csv(table)
+    maps = np.load(table.parent / "heatmap.npy")
+    assert len(rows) == len(maps) and "prob/Cardiomegaly" in rows and rows["prob/Cardiomegaly"].between(0, 1).all()
+    assert maps.shape[1:] == (1, 96, 96)
 
 
 def test_config_typo_is_a_parser_error_not_a_traceback(tmp_path):

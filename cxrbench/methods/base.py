@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from ..artifacts import ArtifactError, save_encoder
 
@@ -51,6 +52,14 @@ class Method(L.LightningModule):
         # per evaluation split, per-sample arrays keyed by name ("index" + predictions / per-image scores):
         # written beside the record as predictions.csv, read by the leaderboard's bootstrap CIs
         self.test_predictions: dict[str, dict] = {}
+
+    def predict_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What ``cxrbench predict`` writes per image: a family's probabilities, maps or embeddings."""
+        raise NotImplementedError(f"{type(self).__name__} has no prediction outputs")
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        out = {k: v.detach().float().cpu() for k, v in self.predict_outputs(batch["image"]).items() if v is not None}
+        return {"index": torch.as_tensor(batch["index"]).cpu(), **out}
 
     def split_name(self, dataloader_idx: int) -> str:
         """The evaluation split a test dataloader index stands for ("test", "shift", "loc", …)."""

@@ -79,6 +79,10 @@ class ClassificationMethod(Method):
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(-1) if self.task == "multiclass" else logits.sigmoid()
 
+    def predict_outputs(self, images: torch.Tensor) -> dict:
+        """Class probabilities, and the class heatmaps where the method has them."""
+        return {"prob": self.probabilities(self(images)), "heatmap": self.heatmaps(images)}
+
     def _targets(self, label: torch.Tensor) -> torch.Tensor:
         if self.task == "multiclass":
             return F.one_hot(label.long(), self.num_classes).float()

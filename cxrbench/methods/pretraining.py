@@ -72,6 +72,10 @@ class PretrainingMethod(Method):
                              f"set the DataModule's views: {self.views}")
         return x
 
+    def predict_outputs(self, images: torch.Tensor) -> dict:
+        """The encoder's pooled features (of the first view when the batch has several)."""
+        return {"embedding": self.encoder(images[:, 0] if images.ndim == 5 else images)}
+
     def _probe_logits(self, batch, feats: torch.Tensor | None = None):
         if self.probe is None:
             return None

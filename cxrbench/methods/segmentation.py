@@ -62,6 +62,10 @@ class SegmentationMethod(Method):
             out = out + F.binary_cross_entropy_with_logits(logits, target)
         return out
 
+    def predict_outputs(self, images: torch.Tensor) -> dict:
+        """The mask probability map of every image."""
+        return {"mask_prob": self(images).sigmoid()}
+
     def predict_masks(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.sigmoid() > self.threshold
 
