@@ -340,6 +340,7 @@ class CXRDataModule(L.LightningDataModule):
         lines = [f"{self.name} at {self.root}: {len(index.meta)} images, task {index.task}, classes {index.classes}"]
         for name, rows in self.splits.items():
             lab = index.labels.iloc[rows]
-            pos = ", ".join(f"{c}={int((lab[c] == 1).sum())}" for c in index.classes)
+            pos = ", ".join(f"{c}={int((lab[c] == 1).sum())} ({100 * float((lab[c] == 1).mean()):.1f}%)"
+                            for c in index.classes)
             lines.append(f"  {name}: {len(rows)} images, {index.meta['patient_id'].iloc[rows].nunique()} patients; {pos}")
         return "\n".join(lines)

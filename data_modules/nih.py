@@ -3,8 +3,11 @@ train_val_list.txt / test_list.txt, PNGs under any images*/ folder.
 
 Protocols:
 - ``official``: the release's train_val / test lists; ``val_share`` of train_val patients for val.
-- ``rgt`` (RGT §IV-A): 70/10/20 random patient split; the 880 box images are never trained on — they
-  form the ``loc`` split, and their patients are pinned to test so no box patient is trained on.
+- ``rgt`` (RGT §IV-A): the 880 box images are held out (the ``loc`` split, never trained on) and the
+  rest of the dataset is split 70/10/20 by patient, the box patients' other images like any other
+  (the paper's partition). ``box_patients='exclude'`` is stricter: no image of a box patient in train,
+  val or test. (Pinning the box patients to test, as cxrbench did before, put 63% of the test images
+  on 726 patients and drifted the test prevalences from train.)
 - ``amm`` (Cardio-XAttentionNet, Data preprocessing): the official patient-wise split, 10% of train
   as val (the paper's cardiomegaly-vs-normal task is ``label_set='cardiomegaly'``).
 
@@ -79,8 +82,11 @@ class NIH(CXRDataModule):
     name = "nih"
 
     def __init__(self, root: str, protocol: str = "official", label_set: str = "nih14",
-                 val_share: float = 0.1, **kwargs):
+                 val_share: float = 0.1, box_patients: str = "split", **kwargs):
         super().__init__(root, **kwargs)
+        if box_patients not in ("split", "exclude"):
+            raise DataError(f"nih: box_patients must be 'split' or 'exclude', got {box_patients!r}")
+        self.box_patients = box_patients
         if protocol not in PROTOCOLS:
             raise DataError(f"nih: protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if label_set not in LABEL_SETS:
@@ -116,7 +122,7 @@ class NIH(CXRDataModule):
 
     def make_splits(self, index: DatasetIndex) -> dict[str, np.ndarray]:
         lists = self._official_lists() if self.protocol in ("official", "amm") else None
-        return nih_splits(index, self.protocol, self.split_seed, self.val_share, lists)
+        return nih_splits(index, self.protocol, self.split_seed, self.val_share, lists, self.box_patients)
 
 
 def index_from_entries(root: Path, entries: pd.DataFrame, paths: list[str], label_set: str,
@@ -135,7 +141,7 @@ def index_from_entries(root: Path, entries: pd.DataFrame, paths: list[str], labe
 
 
 def nih_splits(index: DatasetIndex, protocol: str, seed: int, val_share: float,
-               lists: tuple[set, set] | None = None) -> dict[str, np.ndarray]:
+               lists: tuple[set, set] | None = None, box_patients: str = "split") -> dict[str, np.ndarray]:
     meta, ok = index.meta, index.eligible
     keys = stratum_keys(index.labels)
     if protocol in ("official", "amm"):
@@ -150,16 +156,19 @@ def nih_splits(index: DatasetIndex, protocol: str, seed: int, val_share: float,
         boxed = index.rows_with_boxes()
         out["loc"] = boxed[ok[boxed]] if len(boxed) else boxed
         return out
-    # rgt: box images held out for localization; their patients pinned to test.
+    # rgt (§IV-A): the box images held out for localization, the rest 70/10/20 by patient.
     boxed = index.rows_with_boxes()
     if len(boxed) == 0:
         raise DataError("nih: protocol 'rgt' needs box images (BBox_List_2017.csv rows for indexed images)")
     is_box = np.zeros(len(meta), bool)
     is_box[boxed] = True
     pool = np.flatnonzero(ok & ~is_box)
-    box_patients = set(meta["patient_id"].iloc[boxed])
+    if box_patients == "exclude":  # stricter: no image of a box patient in train, val or test
+        pool = pool[~meta["patient_id"].iloc[pool].isin(set(meta["patient_id"].iloc[boxed])).to_numpy()]
+    elif box_patients != "split":
+        raise DataError(f"nih: box_patients must be 'split' (the paper) or 'exclude', got {box_patients!r}")
     parts = split_patients(meta["patient_id"].iloc[pool], {"train": 0.7, "val": 0.1, "test": 0.2}, seed,
-                           forced={"test": box_patients}, strata=keys.iloc[pool])
+                           strata=keys.iloc[pool])
     out = {k: pool[v] for k, v in parts.items()}
     out["loc"] = boxed
     return out

@@ -63,16 +63,23 @@ def test_nih_protocols_are_patient_disjoint(nih_index, protocol):
     assert n["train"] > n["test"] > n["val"] > 0
 
 
-def test_rgt_protocol_never_trains_on_box_images_or_their_patients(nih_index):
+def test_rgt_protocol_is_the_papers_partition(nih_index):
+    """RGT §IV-A: the 880 box images out, the rest 70/10/20 by patient, prevalences kept."""
     splits = nih_splits(nih_index, "rgt", seed=1, val_share=0.1)
     boxed = set(nih_index.rows_with_boxes())
     assert set(splits["loc"]) == boxed and len(boxed) == 880
-    trainval = np.concatenate([splits["train"], splits["val"]])
-    assert not boxed & set(trainval) and not boxed & set(splits["test"])
+    main = np.concatenate([splits[k] for k in ("train", "val", "test")])
+    assert not boxed & set(main) and len(main) == len(nih_index.meta) - 880  # exactly the box images excluded
+    _assert_patient_disjoint(nih_index.meta, splits)
+    shares = np.array([len(splits[k]) for k in ("train", "val", "test")]) / len(main)
+    assert np.abs(shares - [0.7, 0.1, 0.2]).max() < 0.01
+    lab = nih_index.labels
+    train, test = lab.iloc[splits["train"]].mean(), lab.iloc[splits["test"]].mean()
+    assert (test - train).abs().max() < 0.015, (test - train).abs().sort_values().tail(3)
+    strict = nih_splits(nih_index, "rgt", seed=1, val_share=0.1, box_patients="exclude")
     box_patients = set(nih_index.meta["patient_id"].iloc[list(boxed)])
-    assert not box_patients & set(nih_index.meta["patient_id"].iloc[trainval])
-    shares = np.array([len(splits[k]) for k in ("train", "val", "test")]) / sum(len(splits[k]) for k in ("train", "val", "test"))
-    assert abs(shares[0] - 0.7) < 0.03 and abs(shares[1] - 0.1) < 0.02  # 70/10/20 by patient
+    strict_main = np.concatenate([strict[k] for k in ("train", "val", "test")])
+    assert not box_patients & set(nih_index.meta["patient_id"].iloc[strict_main])
 
 
 def test_nih_splits_depend_on_split_seed_only(nih_index):

@@ -254,3 +254,25 @@ def test_the_cli_refuses_a_segmentation_method_on_a_classification_datamodule(tw
     assert "EncoderSegmenter is a segmentation method" in res.stderr and "data_modules.NIH" in res.stderr
     assert "Traceback" not in res.stderr and "args parameter" not in res.stderr
     assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_class_weights_weight_the_training_loss_only():
+    """AMM's Keras class_weight: the validation loss (checkpoint choice, plateau schedule, early stopping)
+    is the unweighted BCE, the training loss the weighted one."""
+    from cxrbench.losses import masked_bce
+    from cxrbench.methods import ClassificationMethod
+
+    class Fixed(ClassificationMethod):
+        def forward(self, images):
+            return images.mean((1, 2, 3))[:, None]
+
+    m = Fixed(class_weighted=True)
+    m.pos_weight.fill_(29.6)
+    logged = {}
+    m.log = lambda name, value, **kw: logged.__setitem__(name, float(value))
+    x, y = torch.randn(8, 1, 4, 4), torch.tensor([[1.0], [0.0]] * 4)
+    m.validation_step({"image": x, "label": y, "index": torch.arange(8)}, 0)
+    assert logged["val/loss"] == pytest.approx(float(masked_bce(m(x), y)))
+    m.training_step({"image": x, "label": y, "index": torch.arange(8)}, 0)
+    assert logged["train/loss"] == pytest.approx(float(masked_bce(m(x), y, m.pos_weight)))
+    assert logged["train/loss"] > logged["val/loss"]

@@ -71,10 +71,12 @@ class ClassificationMethod(Method):
             pos, neg = np.nansum(lab == 1, 0), np.nansum(lab == 0, 0)
             self.pos_weight.copy_(torch.as_tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)))
 
-    def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, label: torch.Tensor, weighted: bool = True) -> torch.Tensor:
+        """The training loss; ``weighted=False`` drops the class weights (validation: Keras's
+        ``class_weight``, which AMM used, weights the training loss only)."""
         if self.task == "multiclass":
             return F.cross_entropy(logits, label.long())
-        return masked_bce(logits, label, self.pos_weight)
+        return masked_bce(logits, label, self.pos_weight if weighted else None)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(-1) if self.task == "multiclass" else logits.sigmoid()
@@ -96,7 +98,8 @@ class ClassificationMethod(Method):
 
     def validation_step(self, batch, batch_idx):
         logits = self(batch["image"])
-        self.log("val/loss", self.loss(logits, batch["label"]), prog_bar=True, batch_size=len(logits), sync_dist=True)
+        self.log("val/loss", self.loss(logits, batch["label"], weighted=False), prog_bar=True, batch_size=len(logits),
+                 sync_dist=True)
         self.val_store.update(batch["index"], preds=self.probabilities(logits).float(),
                               target=self._targets(batch["label"]))
 

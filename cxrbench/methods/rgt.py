@@ -73,7 +73,7 @@ class ViTBaseline(ClassificationMethod):
         _, _, att = self.encode(images)
         return F.interpolate(att, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
-    def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, label: torch.Tensor, weighted: bool = True) -> torch.Tensor:
         return masked_focal(logits, label, self.hparams.focal_alpha, self.hparams.focal_gamma)
 
     def configure_optimizers(self):
