@@ -110,3 +110,65 @@ class WritePredictions(BasePredictionWriter):
                 tmp = out / f".{name}.tmp.npy"
                 np.save(tmp, value.numpy().astype(np.float16))
                 os.replace(tmp, out / f"{name}.npy")
+
+
+class WandbTestMedia(L.Callback):
+    """At the end of ``test``, when a WandbLogger is attached: the ROC curves, a few heatmaps over their
+    images with the true boxes (methods with heatmaps, on the ``loc`` split), and a table of per-sample
+    predictions (the first ``max_rows``). Nothing happens without W&B."""
+
+    def __init__(self, n_heatmaps: int = 8, max_rows: int = 2000):
+        self.n_heatmaps, self.max_rows = n_heatmaps, max_rows
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers or not trainer.is_global_zero:
+            return
+        import wandb
+
+        media = {}
+        for cls, pts in (pl_module.test_curves.get("roc") or {}).items():
+            media[f"test/roc/{cls}"] = wandb.plot.line_series(xs=pts["fpr"], ys=[pts["tpr"]], keys=[cls],
+                                                              title=f"ROC {cls}", xname="FPR")
+        if pl_module.test_predictions and getattr(trainer.datamodule, "index", None) is not None:
+            table = prediction_table(pl_module.test_predictions, trainer.datamodule.index.meta,
+                                     list(pl_module.class_names)).head(self.max_rows)
+            media["test/predictions"] = wandb.Table(dataframe=table)
+        overlays = self._heatmaps(trainer, pl_module, wandb)
+        if overlays:
+            media["test/heatmaps"] = overlays
+        if media:
+            loggers[0].experiment.log(media)
+
+    def _heatmaps(self, trainer, pl_module, wandb) -> list:
+        import torch
+
+        dm = trainer.datamodule
+        if not hasattr(pl_module, "heatmaps") or "loc" not in getattr(dm, "datasets", {}):
+            return []
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        out = []
+        batch = next(iter(dm.dataloader("loc", shuffle=False)))
+        with torch.no_grad():
+            maps = pl_module.heatmaps(batch["image"][: self.n_heatmaps].to(pl_module.device))
+        if maps is None:
+            return []
+        for i in range(len(maps)):
+            labels = batch["box_labels"][i]
+            k = int(labels[labels >= 0][0]) if (labels >= 0).any() else 0
+            fig, ax = plt.subplots(figsize=(3, 3))
+            ax.imshow(batch["image"][i, 0].float().cpu(), cmap="gray")
+            ax.imshow(maps[i, k].float().cpu(), cmap="jet", alpha=0.35)
+            for (x0, y0, x1, y1), c in zip(batch["boxes"][i].tolist(), labels.tolist()):
+                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime" if c == k else "white"))
+            ax.set_title(pl_module.class_names[k], fontsize=8)
+            ax.axis("off")
+            out.append(wandb.Image(fig))
+            plt.close(fig)
+        return out

@@ -150,23 +150,32 @@ def test_two_process_ddp_cell_writes_one_result_with_the_full_test_set(twin_fact
     assert rec["metrics"]["auc/mean"] == pytest.approx(model.test_metrics["auc/mean"], abs=1e-6)
 
 
-def test_wandb_offline_run_has_group_and_job_type(tmp_path):
+def test_wandb_offline_run_says_what_it_is_and_never_holds_the_key(tmp_path, monkeypatch):
     from cxrbench.runner.cell import make_loggers
 
-    os.environ["WANDB_MODE"] = "offline"
-    os.environ.pop("WANDB_API_KEY", None)
+    secret = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_API_KEY", secret)  # configured, but this run stays offline
     meta = {"task": "nih-cardiomegaly", "method": "amm", "seed": 1, "fraction": 0.25, "scale": "smoke",
-            "run_id": "amm-cardiomegaly-s1-f0.25-abcdef1234"}
-    csv, wb = make_loggers(tmp_path, meta)
+            "run_id": "amm-cardiomegaly-s1-f0.25-abcdef1234", "name": "amm-cardiomegaly"}
+    config = {"data": {"class_path": "data_modules.NIH", "init_args": {"split_seed": 3}},
+              "model": {"class_path": "cxrbench.methods.AMM"}}
+    csv, wb = make_loggers(tmp_path, meta, config=config)
     run = wb.experiment
     try:
-        assert run.group == "nih-cardiomegaly" and run.job_type == "amm" and run.offline
+        # task/method groups keep AMM and GAP apart in the W&B UI
+        assert run.group == "nih-cardiomegaly/amm" and run.job_type == "amm" and run.offline
         assert "seed=1" in run.tags and "fraction=0.25" in run.tags
         assert run.id == meta["run_id"][-40:]
+        cfg = dict(run.config)
+        assert cfg["task"] == "nih-cardiomegaly" and cfg["split_seed"] == 3 and cfg["seed"] == 1
+        assert cfg["commit"] and {"torch", "lightning"} <= set(cfg["versions"])
     finally:
         run.finish()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
-    assert not any("WANDB_API_KEY" in p.read_text(errors="ignore") for p in tmp_path.rglob("*.yaml"))
+    for p in tmp_path.rglob("*"):
+        if p.is_file():
+            assert secret not in p.read_bytes().decode(errors="ignore"), p
 
 
 PRETRAIN = str(REPO / "benchmarks/configs/supce_nih.yaml")
@@ -193,7 +202,7 @@ def test_pipeline_pretrain_then_probe_through_an_encoder_artifact(twin_factory, 
     spec = load_spec(_pipeline(tmp_path, root))
     producer, consumer = spec.cells
     assert consumer.needs["encoder"].run_id == producer.run_id
-    res = _bench(spec.path, tmp_path)
+    res = _bench(spec.path, tmp_path, wandb=True)
     assert res.returncode == 0, res.stdout + "".join(p.read_text()[-2000:] for p in spec.runs_dir.rglob("stdout.log"))
     pdir, cdir = spec.runs_dir / producer.run_id, spec.runs_dir / consumer.run_id
     assert (pdir / "artifacts/encoder.pt").is_file() and not (pdir / "result.json").exists()
@@ -213,6 +222,8 @@ def test_pipeline_pretrain_then_probe_through_an_encoder_artifact(twin_factory, 
     assert {"image", "patient_id", "prob/Atelectasis", "label/Atelectasis"} <= set(preds.columns)
     low, high = rec["ci"]["auc/mean"]
     assert rec["ci"]["resampling"] == "patients" and low <= high
+    # the offline W&B run of the consumer holds its prediction table; the producer's its config
+    assert list(cdir.glob("wandb/offline-run-*/files/media/table/test/predictions_*.table.json"))
     # the probe's encoder is the artifact's, untouched (strict probe)
     art = torch.load(pdir / "artifacts/encoder.pt", weights_only=True)["payload"]["state_dict"]
     kept = torch.load(cdir / "model.ckpt", weights_only=True)["state_dict"]

@@ -40,7 +40,27 @@ from .resume import (BUSY_EXIT, CellBusy, CellLock, FlushOnCheckpoint, Resumable
                      newest_readable_checkpoint)
 
 
-def make_loggers(run_dir: Path, meta: dict, resume_epoch: int | None = None) -> list:
+def wandb_config(meta: dict, config: dict) -> dict:
+    """What a W&B run should say about itself: the cell, its data split, the code and the packages."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ..provenance import commit
+
+    data = (config.get("data") or {}).get("init_args") or {}
+    versions = {}
+    for pkg in ("cxrbench", "torch", "lightning", "timm", "torchmetrics", "monai", "torchvision"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return {"task": meta.get("task"), "method": meta["method"], "cell": meta.get("name"), "run_id": meta["run_id"],
+            "seed": meta["seed"], "fraction": meta["fraction"], "fold": meta.get("fold"), "scale": meta["scale"],
+            "split_seed": data.get("split_seed", 0), "subset_seed": data.get("subset_seed", 0),
+            "dataset": (config.get("data") or {}).get("class_path"), "commit": commit(), "versions": versions,
+            "model": (config.get("model") or {}).get("class_path")}
+
+
+def make_loggers(run_dir: Path, meta: dict, resume_epoch: int | None = None, config: dict | None = None) -> list:
     # the source of truth: metrics.csv, its earlier epochs kept when the cell resumes
     loggers = [ResumableCSVLogger(str(run_dir), keep_until_epoch=resume_epoch, name="", version="")]
     if os.environ.get("CXRBENCH_WANDB", "1") != "0":
@@ -51,10 +71,12 @@ def make_loggers(run_dir: Path, meta: dict, resume_epoch: int | None = None) -> 
         tags = [f"seed={meta['seed']}", f"fraction={meta['fraction']:g}", f"scale={meta['scale']}"]
         if meta.get("fold") is not None:
             tags.append(f"fold={meta['fold']}")
+        # group = task/method: the W&B UI averages a group's runs into one line, so methods stay apart
         loggers.append(WandbLogger(
-            project=os.environ.get("WANDB_PROJECT", "cxrbench"), group=meta.get("task") or "pretraining",
-            job_type=meta["method"], tags=tags, name=meta["run_id"], id=meta["run_id"][-40:], resume="allow",
-            save_dir=str(run_dir), mode=mode,
+            project=os.environ.get("WANDB_PROJECT", "cxrbench"), entity=os.environ.get("WANDB_ENTITY"),
+            group=f"{meta.get('task') or 'pretraining'}/{meta['method']}", job_type=meta["method"], tags=tags,
+            name=meta["run_id"], id=meta["run_id"][-40:], resume="allow", save_dir=str(run_dir), mode=mode,
+            config=wandb_config(meta, config or {}),
         ))
     return loggers
 
@@ -76,9 +98,9 @@ def run_cell(run_dir: str | Path, devices: int | None = None) -> Path:
 
 
 def _run_cell(run_dir: Path, devices: int | None) -> Path:
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from ..callbacks import WriteResult
+    from ..callbacks import WandbTestMedia, WriteResult
     from ..lightning_cli import build_cli
 
     result = run_dir / RESULT_FILE
@@ -98,8 +120,9 @@ def _run_cell(run_dir: Path, devices: int | None) -> Path:
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     cli = build_cli(args, run=False)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-    trainer.loggers = make_loggers(run_dir, meta, resume_epoch=resume[1]["epoch"] if resume else None)
-    trainer.callbacks += [FlushOnCheckpoint(), RNGState()]
+    trainer.loggers = make_loggers(run_dir, meta, resume_epoch=resume[1]["epoch"] if resume else None, config=config)
+    trainer.callbacks += [FlushOnCheckpoint(), RNGState(), LearningRateMonitor(logging_interval="epoch"),
+                          WandbTestMedia()]
     configured = any("ModelCheckpoint" in str(c.get("class_path", "")) if isinstance(c, dict) else False
                      for c in (config.get("trainer") or {}).get("callbacks") or [])
     if not configured:  # Lightning's default ModelCheckpoint watches nothing: watch the family's own quantity
