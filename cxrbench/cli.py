@@ -5,7 +5,7 @@
   cache DATASET --root R --size S [--workers W]                        build the image cache
   leaderboard RUNS_DIR [--out results]                                 AUC / IoU / Dice leaderboards
   fit|validate|test|predict --config CONFIG.yaml [...]                 LightningCLI of a method
-  bench SPEC [--dry-run] [--devices N] [--launcher local|slurm]        run a sweep spec
+  bench SPEC [--dry-run] [--devices N] [--parallel N] [--launcher local|slurm] [--nodes K]   run a sweep spec
 """
 
 from __future__ import annotations
@@ -79,16 +79,30 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     if args.dry_run:
         return 0
+    if args.nodes > 1 and args.launcher == "local":
+        print("cxrbench bench: error: --nodes > 1 needs --launcher slurm (a cell across nodes is a SLURM job)",
+              file=sys.stderr)
+        return 2
+    if args.parallel > 1 and args.launcher != "local":
+        print("cxrbench bench: error: --parallel is for the local launcher; SLURM runs every cell as its own job",
+              file=sys.stderr)
+        return 2
     prepare_data(spec)
     if args.launcher == "local":
-        failed = run_local(spec, args.devices)
+        failed = run_local(spec, args.devices, parallel=args.parallel)
     else:
-        jobs = run_slurm(spec, args.devices or 1, partition=args.partition,
-                         cluster="debug" if args.launcher == "debug" else None)
+        from .runner.launch import submit_leaderboard
+
+        jobs = run_slurm(spec, args.devices or 1, nodes=args.nodes, partition=args.partition,
+                         timeout_min=args.timeout_min, cluster="debug" if args.launcher == "debug" else None)
         failed = []
-        if args.launcher == "debug":
-            for j in jobs:
-                j.result()
+        if args.launcher == "slurm":
+            if args.leaderboard:  # built by a job that waits for every cell job, never from a half-finished sweep
+                job = submit_leaderboard(spec, jobs, args.leaderboard, partition=args.partition)
+                print(f"[submitted] leaderboards -> {args.leaderboard} as job {job.job_id} (after every cell job)")
+            return 0
+        for j in jobs:
+            j.result()
     if args.leaderboard:
         from .leaderboard import build_leaderboards
 
@@ -147,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--launcher", choices=["local", "slurm", "debug"], default="local",
                    help="local subprocesses, or one SLURM job per cell through submitit ('debug' runs submitit's local debug executor)")
     b.add_argument("--partition", default=None, help="SLURM partition")
+    b.add_argument("--parallel", type=int, default=1,
+                   help="local launcher: cells at once (one GPU slot of --devices GPUs each on a GPU node)")
+    b.add_argument("--nodes", type=int, default=1, help="SLURM: nodes per cell (large pretrainings)")
+    b.add_argument("--timeout-min", type=int, default=24 * 60,
+                   help="SLURM: job time limit; a timed-out or preempted cell is requeued and resumes")
     b.add_argument("--runs-dir", default=None, help="override the spec's runs_dir")
     b.add_argument("--only", nargs="+", default=None,
                    help="cell names to run (with the producer cells they need)")

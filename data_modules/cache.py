@@ -16,6 +16,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,13 @@ def cache_key(paths: list[str], size: int) -> str:
         st = os.stat(p)
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def _default_sigterm() -> None:
+    """Forked workers inherit the parent's signal handlers; under submitit (a SLURM job) SIGTERM is
+    ignored there, so Pool.terminate() could not stop them and the job hung at exit instead of
+    requeueing. Workers take the default: SIGTERM ends them."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _load_resized(args: tuple[str, int]) -> tuple[np.ndarray, int, int]:
@@ -110,7 +118,7 @@ class ImageCache:
                     data[i], sizes[i] = img, (h, w)
             else:
                 ctx = mp.get_context("fork")
-                with ctx.Pool(workers) as pool:
+                with ctx.Pool(workers, initializer=_default_sigterm) as pool:
                     chunk = max(1, min(64, n // (workers * 8) or 1))
                     for i, (img, h, w) in enumerate(tqdm(pool.imap(_load_resized, jobs, chunksize=chunk), **bar)):
                         data[i], sizes[i] = img, (h, w)

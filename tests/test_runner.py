@@ -313,3 +313,57 @@ def test_slurm_launcher_submits_one_job_per_cell_through_submitit(twin_factory, 
     assert len(list((tmp_path / "runs").rglob("result.json"))) == 2
     again = _bench(spec_path, tmp_path, "--launcher", "debug")
     assert again.returncode == 0 and "[submitted]" not in again.stdout  # finished cells are not resubmitted
+
+
+def test_parallel_cells_run_at_once_and_match_the_sequential_results(twin_factory, tmp_path):
+    root = twin_factory("nih", n=90, size=64)
+    cells = [{"name": n, "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih", "seeds": [0],
+              "overrides": {"trainer.max_epochs": 2, "model.init_args.lr": lr}} for n, lr in (("a", 0.01), ("b", 0.02))]
+    spec_path = _spec(tmp_path, root, cells)
+    par = _bench(spec_path, tmp_path, "--parallel", "2", "--runs-dir", str(tmp_path / "par"))
+    assert par.returncode == 0, par.stdout + par.stderr
+    lines = par.stdout.splitlines()
+    first_finish = next(i for i, l in enumerate(lines) if "[finished]" in l)
+    assert sum("[run]" in l for l in lines[:first_finish]) == 2, par.stdout  # both started before either ended
+    seq = _bench(spec_path, tmp_path, "--runs-dir", str(tmp_path / "seq"))
+    assert seq.returncode == 0, seq.stdout + seq.stderr
+
+    def metrics(folder):
+        return {json.loads(p.read_text())["run_id"]: json.loads(p.read_text())["metrics"]["auc/mean"]
+                for p in (tmp_path / folder).rglob("result.json")}
+
+    assert metrics("par") == metrics("seq") and len(metrics("par")) == 2
+    bad = _bench(spec_path, tmp_path, "--nodes", "2")
+    assert bad.returncode == 2 and "--nodes > 1 needs --launcher slurm" in bad.stderr
+
+
+def test_a_slurm_job_that_times_out_is_requeued_and_resumes_from_its_checkpoint(twin_factory, tmp_path, monkeypatch):
+    """submitit's local executor runs the job SLURM would run, with its time limit: the timeout signal
+    (USR2, 50 s before a 1-minute limit) comes mid-training, submitit calls CellJob.checkpoint and
+    requeues the job, and the cell resumes from its newest checkpoint."""
+    from cxrbench.runner.launch import run_slurm
+
+    root = twin_factory("nih", n=90, size=64)
+    slow = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},
+            {"class_path": "toy_methods.SlowEpochs", "init_args": {"seconds": 0.7}}]
+    spec = load_spec(_spec(tmp_path, root, [{"name": "long", "task": "nih8-cls", "method": "toy", "config": TOY,
+                                             "data": "nih", "overrides": {"trainer.max_epochs": 20,
+                                                                          "trainer.callbacks": slow}}]))
+    for k, v in _env(tmp_path).items():
+        monkeypatch.setenv(k, v)
+    # the signal comes 12 s after every (re)start, and 20 epochs take at least 14 s: the first attempt is
+    # always cut; a job may be requeued more than once, each attempt resumes
+    (job,) = run_slurm(spec, cluster="local", timeout_min=1, signal_delay_s=48, max_num_timeout=10,
+                       log=lambda *a: None)
+    job.result()
+    run_dir = spec.runs_dir / spec.cells[0].run_id
+    log = "".join(p.read_text() for p in (spec.runs_dir / ".submitit").rglob("*_log.out"))
+    assert "Requeued job" in log, log[-2000:]
+    resumes = json.loads((run_dir / "resumes.json").read_text())
+    rec = json.loads((run_dir / "result.json").read_text())
+    assert resumes and rec["resumed"] == resumes
+    import csv
+
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert sorted(int(r["epoch"]) for r in rows if r.get("val/loss")) == list(range(20))
+    assert sum(1 for r in rows if r.get("test/auc/mean")) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 from torch import nn
 
@@ -26,3 +27,15 @@ class ToyClassifier(ClassificationMethod):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+class SlowEpochs(L.Callback):
+    """Makes every training epoch last at least ``seconds``: a cell whose length does not depend on the CPU."""
+
+    def __init__(self, seconds: float = 0.5):
+        self.seconds = seconds
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        import time
+
+        time.sleep(self.seconds)

@@ -120,7 +120,10 @@ def _run_cell(run_dir: Path, devices: int | None) -> Path:
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     cli = build_cli(args, run=False)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-    trainer.loggers = make_loggers(run_dir, meta, resume_epoch=resume[1]["epoch"] if resume else None, config=config)
+    # metrics.csv keeps: every row once fit is done (only the test is left), the checkpoint's epochs on a
+    # resume, nothing on a fresh start (the epochs will be trained again)
+    keep = float("inf") if done.exists() else (resume[1]["epoch"] if resume else None)
+    trainer.loggers = make_loggers(run_dir, meta, resume_epoch=keep, config=config)
     trainer.callbacks += [FlushOnCheckpoint(), RNGState(), LearningRateMonitor(logging_interval="epoch"),
                           WandbTestMedia()]
     configured = any("ModelCheckpoint" in str(c.get("class_path", "")) if isinstance(c, dict) else False

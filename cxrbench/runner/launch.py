@@ -10,6 +10,7 @@ of the right kind.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -115,53 +116,110 @@ def headline(run_dir: Path) -> str:
     return ""
 
 
-def run_local(spec: Spec, devices: int | None = None, log=print) -> list[str]:
+def gpu_slots(parallel: int, devices: int | None) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES of each parallel slot: ``devices`` GPUs each on a GPU node, none on a CPU."""
+    import torch
+
+    n_gpus = torch.cuda.device_count()
+    if n_gpus == 0:
+        return [None] * parallel
+    per = devices or 1
+    if parallel * per > n_gpus:
+        raise SpecError(f"--parallel {parallel} × --devices {per} needs {parallel * per} GPUs; this node has {n_gpus}")
+    return [",".join(str(g) for g in range(i * per, (i + 1) * per)) for i in range(parallel)]
+
+
+def run_local(spec: Spec, devices: int | None = None, parallel: int = 1, log=print) -> list[str]:
+    """Run the cells as subprocesses, ``parallel`` at a time (one GPU slot each on a GPU node); a
+    consumer starts once its producers have finished. Progress: n/N, elapsed, estimated remaining time,
+    each finished cell's headline metric."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    if parallel < 1:
+        raise SpecError(f"--parallel must be >= 1, got {parallel}")
+    slots = gpu_slots(parallel, devices)
     failed: set[str] = set()
     busy: set[str] = set()  # cells another launcher is running right now
-    total, start = len(spec.cells), time.time()
-    for k, cell in enumerate(spec.cells, 1):
+    finished: set[str] = set()
+    total, start, durations = len(spec.cells), time.time(), []
+    pending = list(spec.cells)
+    running: dict = {}  # future -> (cell, slot, t0, run dir, resumed)
+
+    def tag(k: int) -> str:
         elapsed = time.time() - start
-        tag = f"[{k}/{total} {elapsed / 60:.1f} min]"
-        st = status(spec, cell)
-        if st == "done":
-            log(f"{tag} [done]    {cell.run_id}")
-            continue
-        if {n.run_id for n in cell.needs.values()} & failed:
-            log(f"{tag} [skipped] {cell.run_id}: a cell it needs failed")
-            failed.add(cell.run_id)
-            continue
-        if {n.run_id for n in cell.needs.values()} & busy:
-            log(f"{tag} [skipped] {cell.run_id}: a cell it needs is being run by another launcher; rerun afterwards")
-            busy.add(cell.run_id)
-            continue
-        why = missing_needs(spec, cell)
-        if why:
-            log(f"{tag} [failed]  {cell.run_id}: {why}")
-            failed.add(cell.run_id)
-            continue
-        d = write_cell(spec, cell)
-        log(f"{tag} [{'resume' if st == 'partial' else 'run'}]     {cell.run_id}")
-        t0 = time.time()
+        left = len(pending) + len(running)
+        eta = f", ~{left * sum(durations) / len(durations) / parallel / 60:.0f} min left" if durations and left else ""
+        return f"[{k}/{total} {elapsed / 60:.1f} min{eta}]"
+
+    def launch(cell: Cell, slot: str | None, d: Path) -> int:
         cmd = [sys.executable, "-m", "cxrbench.runner.cell", str(d)] + (["--devices", str(devices)] if devices else [])
+        env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": slot} if slot is not None else {}))
         with open(d / "stdout.log", "a") as out:
-            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
-        if rc == BUSY_EXIT:
-            log(f"{tag} [busy]    {cell.run_id}: another launcher is running it; not run twice")
-            busy.add(cell.run_id)
-        elif rc != 0 or status(spec, cell) != "done":
-            log(f"{tag} [failed]  {cell.run_id} (exit {rc}); see {d / 'stdout.log'}")
-            failed.add(cell.run_id)
-        else:
-            log(f"{tag} [finished] {cell.run_id} in {time.time() - t0:.0f} s{headline(d)}")
+            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        while pending or running:
+            free = [s for s in range(parallel) if s not in {v[1] for v in running.values()}]
+            for cell in list(pending):
+                deps = {n.run_id for n in cell.needs.values()}
+                unfinished = {c.run_id for c in pending} | {v[0].run_id for v in running.values()}
+                if deps & unfinished:
+                    continue  # a producer has not finished yet
+                k = total - len(pending) - len(running) + 1
+                st = status(spec, cell)
+                if st == "done":
+                    pending.remove(cell)
+                    finished.add(cell.run_id)
+                    log(f"{tag(k)} [done]    {cell.run_id}")
+                    continue
+                reason = ("a cell it needs failed" if deps & failed else
+                          "a cell it needs is being run by another launcher; rerun afterwards" if deps & busy else None)
+                if reason:
+                    pending.remove(cell)
+                    (busy if deps & busy else failed).add(cell.run_id)
+                    log(f"{tag(k)} [skipped] {cell.run_id}: {reason}")
+                    continue
+                why = missing_needs(spec, cell)
+                if why:
+                    pending.remove(cell)
+                    failed.add(cell.run_id)
+                    log(f"{tag(k)} [failed]  {cell.run_id}: {why}")
+                    continue
+                if not free:
+                    break
+                slot = free.pop(0)
+                pending.remove(cell)
+                d = write_cell(spec, cell)
+                log(f"{tag(k)} [{'resume' if st == 'partial' else 'run'}]     {cell.run_id}"
+                    + (f" on GPU {slots[slot]}" if slots[slot] is not None else ""))
+                running[pool.submit(launch, cell, slots[slot], d)] = (cell, slot, time.time(), d)
+            if not running:
+                continue
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                cell, _, t0, d = running.pop(fut)
+                rc = fut.result()
+                k = total - len(pending) - len(running)
+                if rc == BUSY_EXIT:
+                    busy.add(cell.run_id)
+                    log(f"{tag(k)} [busy]    {cell.run_id}: another launcher is running it; not run twice")
+                elif rc != 0 or status(spec, cell) != "done":
+                    failed.add(cell.run_id)
+                    log(f"{tag(k)} [failed]  {cell.run_id} (exit {rc}); see {d / 'stdout.log'}")
+                else:
+                    durations.append(time.time() - t0)
+                    finished.add(cell.run_id)
+                    log(f"{tag(k)} [finished] {cell.run_id} in {durations[-1]:.0f} s{headline(d)}")
     return sorted(failed)
 
 
-def run_slurm(spec: Spec, devices: int = 1, partition: str | None = None, timeout_min: int = 24 * 60,
-              cpus_per_task: int = 8, cluster: str | None = None, log=print) -> list:
-    """One submitit job per cell, with afterok dependencies along pipelines; Lightning reads SLURM's env."""
+def run_slurm(spec: Spec, devices: int = 1, nodes: int = 1, partition: str | None = None, timeout_min: int = 24 * 60,
+              cpus_per_task: int = 8, cluster: str | None = None, max_num_timeout: int = 3, signal_delay_s: int = 120,
+              log=print) -> list:
+    """One submitit job per cell (``nodes`` × ``devices`` GPUs), with afterok dependencies along
+    pipelines; Lightning reads SLURM's environment. A job that times out or is preempted is requeued
+    by submitit (up to ``max_num_timeout`` times) and resumes from its newest readable checkpoint."""
     import submitit
-
-    from .cell import run_cell
 
     folder = spec.runs_dir / ".submitit" / "%j"
     jobs = {}
@@ -175,17 +233,53 @@ def run_slurm(spec: Spec, devices: int = 1, partition: str | None = None, timeou
                 log(f"[failed]  {cell.run_id}: {why}")
                 continue
         d = write_cell(spec, cell)
-        ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-        params = dict(timeout_min=timeout_min, nodes=1, tasks_per_node=devices, gpus_per_node=devices,
-                      cpus_per_task=cpus_per_task, name=cell.run_id[:60])
         deps = [jobs[r].job_id for r in pending_producers]
-        if ex.cluster == "slurm":
-            params["slurm_partition"] = partition
-            if deps:
-                params["slurm_additional_parameters"] = {"dependency": "afterok:" + ":".join(deps)}
-        else:  # submitit's local/debug executors take the generic names only
-            params = {k: v for k, v in params.items() if k in ("timeout_min", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "name")}
-        ex.update_parameters(**params)
-        jobs[cell.run_id] = ex.submit(run_cell, str(d), devices if devices > 1 else None)
+        if cluster == "local":  # submitit's local executor, with SLURM's timeout signal signal_delay_s before the limit
+            ex = submitit.LocalExecutor(folder=str(folder), max_num_timeout=max_num_timeout)
+            ex.update_parameters(timeout_min=timeout_min, tasks_per_node=devices, gpus_per_node=0,
+                                 signal_delay_s=signal_delay_s)
+        else:
+            ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster, slurm_max_num_timeout=max_num_timeout)
+            params = dict(timeout_min=timeout_min, nodes=nodes, tasks_per_node=devices, gpus_per_node=devices,
+                          cpus_per_task=cpus_per_task, name=cell.run_id[:60])
+            if ex.cluster == "slurm":
+                params.update(slurm_partition=partition, slurm_signal_delay_s=signal_delay_s)
+                if deps:
+                    params["slurm_additional_parameters"] = {"dependency": "afterok:" + ":".join(deps)}
+            ex.update_parameters(**params)
+        jobs[cell.run_id] = ex.submit(CellJob(), str(d), devices if devices * nodes > 1 else None)
         log(f"[submitted] {cell.run_id} as job {jobs[cell.run_id].job_id}")
     return list(jobs.values())
+
+
+def submit_leaderboard(spec: Spec, jobs: list, out: str, partition: str | None = None) -> object | None:
+    """A SLURM job that builds the leaderboards once every cell job has ended (afterany), so the boards
+    are never built from a half-finished sweep."""
+    import submitit
+
+    from ..leaderboard import build_leaderboards
+
+    ex = submitit.AutoExecutor(folder=str(spec.runs_dir / ".submitit" / "%j"))
+    params = {"timeout_min": 60, "nodes": 1, "tasks_per_node": 1, "cpus_per_task": 2, "name": f"{spec.name}-leaderboard"}
+    if ex.cluster == "slurm":
+        params["slurm_partition"] = partition
+        if jobs:
+            params["slurm_additional_parameters"] = {"dependency": "afterany:" + ":".join(j.job_id for j in jobs)}
+    ex.update_parameters(**{k: v for k, v in params.items() if ex.cluster == "slurm" or not k.startswith("slurm")})
+    return ex.submit(build_leaderboards, str(spec.runs_dir), out)
+
+
+class CellJob:
+    """What a SLURM (or submitit local) job runs: one cell. submitit calls ``checkpoint`` on a timeout or
+    a preemption and requeues what it returns — the same cell, which then resumes from its newest
+    readable checkpoint (``run_cell``)."""
+
+    def __call__(self, run_dir: str, devices: int | None = None) -> str:
+        from .cell import run_cell
+
+        return str(run_cell(run_dir, devices))
+
+    def checkpoint(self, run_dir: str, devices: int | None = None):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(CellJob(), run_dir, devices)

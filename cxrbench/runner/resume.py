@@ -95,7 +95,7 @@ def newest_readable_checkpoint(folder: Path, log=print) -> tuple[Path, dict] | N
 class ResumableCSVLogger(CSVLogger):
     """A CSVLogger that, resuming after ``keep_until_epoch``, keeps the earlier rows of ``metrics.csv``."""
 
-    def __init__(self, save_dir: str, keep_until_epoch: int | None = None, **kwargs):
+    def __init__(self, save_dir: str, keep_until_epoch: float | None = None, **kwargs):
         super().__init__(save_dir, **kwargs)
         self._kept: list[dict] = []
         metrics = Path(save_dir) / "metrics.csv"
