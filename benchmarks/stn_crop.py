@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", default="results")
     ap.add_argument("--n-gallery", type=int, default=8)
+    ap.add_argument("--note", default="", help="how the checkpoint was made (stored with the numbers)")
     ap.add_argument("--wandb", action="store_true", help="also log the pictures and numbers to W&B (offline unless a key is set)")
     args = ap.parse_args(argv)
 
@@ -124,7 +125,8 @@ def main(argv=None) -> int:
                "n_test_images": len(p), "image_size": size,
                "params_mean": dict(zip(("s_x", "s_y", "t_x", "t_y"), p.mean(0).tolist())),
                "params_std": dict(zip(("s_x", "s_y", "t_x", "t_y"), p.std(0).tolist())),
-               "window_area_mean": float(win.mean()), "markers": res.get("markers"),
+               "window_area_mean": float(win.mean()), "markers": res.get("markers"), "note": args.note,
+               "input_dependent": bool(float(p.std(0).max()) > 1e-3),
                "provenance": {**data_provenance(args.root), "commit": commit()}}
     crops = summary["window_area_mean"] < 0.95
     print(f"{args.method} on {len(p)} test images of fold {args.fold} ({summary['provenance'].get('data', '?')}), {size}²")
@@ -132,6 +134,8 @@ def main(argv=None) -> int:
                                             for k in summary["params_mean"]))
     print(f"  sampled window: {100 * summary['window_area_mean']:.1f}% of the image on average"
           + ("" if crops else "  -> this learned transform does NOT crop (window >= 95% of the image)"))
+    if not summary["input_dependent"]:
+        print("  the transform is the same for every test image (parameter std < 1e-3): a fixed crop, not a per-image one")
     m = res.get("markers")
     if m:
         print(f"  marker ink in what the classifier sees: {100 * m['share_transformed']:.3f}% through the {args.method} "

@@ -152,7 +152,7 @@ def test_stn_learns_normal_vs_abnormal(chexpert_twin, cache_dir, one_thread):
     n_test = len(dm.splits["test"])
     assert m.test_params.shape == (n_test, 4) and m.test_metrics["n_images"] == n_test
     assert m.gallery["input"].shape == m.gallery["output"].shape == (8, 1, SIZE, SIZE)
-    assert abs(m.test_metrics["stn/s_y/mean"] - float(m.test_params[:, 1].mean())) < 1e-6
+    assert abs(m.test_metrics["affine/s_y/mean"] - float(m.test_params[:, 1].mean())) < 1e-6
 
     class Capture(WandbLogger):  # records what would reach W&B, starts no run
         def log_image(self, key, images, **kw):
@@ -267,7 +267,38 @@ def test_configs_run_through_the_cli(chexpert_twin, lungs_twin, cache_dir, tmp_p
     assert record["method"] == "stn" and record["task"] == "chexpert-abnormal"
     metrics = record["metrics"]
     for key in ("auc/mean", "pr_auc/mean", "precision", "threshold", "tpr", "fpr", "tnr", "fnr", "tp_share",
-                "fp_share", "tn_share", "fn_share", "stn/s_y/mean", "stn/window_area/mean"):
+                "fp_share", "tn_share", "fn_share", "affine/s_y/mean", "affine/window_area/mean"):
         assert key in metrics, key
     shares = sum(metrics[k] for k in ("tp_share", "fp_share", "tn_share", "fn_share"))
     assert math.isclose(shares, 1.0, abs_tol=1e-9)
+
+
+# ------------------------------------------------------------------------------------- markers
+def test_marker_pixels_are_recomputed_from_the_twin_seeds(chexpert_twin, cache_dir):
+    """The twin's text markers, redrawn from its seeds, sit on bright ink in the written images; the
+    STN's first band (central 10% of rows) holds none of them, the identity all of them."""
+    from scipy import ndimage
+
+    from benchmarks.stn_crop import marker_coverage, window_mask
+    from data_modules.io import read_image
+    from data_modules.twin.chexpert import marker_mask
+    from data_modules.twin.io import TwinSpec, read_manifest
+
+    spec = TwinSpec(**read_manifest(chexpert_twin))
+    dm = _chexpert(chexpert_twin, cache_dir)
+    dm.setup()
+    rows = dm.splits["test"][:20]
+    meta = dm.index.meta
+    for r in rows:
+        m = marker_mask(meta["rel_path"].iloc[r], meta["Frontal/Lateral"].iloc[r] == "Lateral", spec)
+        img = read_image(meta["path"].iloc[r]).astype(np.float32)
+        ring = ndimage.binary_dilation(m, iterations=2) & ~m
+        assert m.shape == img.shape and m.sum() > 0
+        assert img[m].mean() > img[ring].mean() + 20  # measured: 30-150 gray levels brighter than the 2-px ring
+    cover = marker_coverage(dm, rows, SIZE)
+    init = torch.tensor([[1.0, 0.1, 0.0, 0.0]]).expand(len(rows), 4)
+    identity = torch.tensor([[1.0, 1.0, 0.0, 0.0]]).expand(len(rows), 4)
+    assert cover.shape == (len(rows), 1, SIZE, SIZE) and cover.mean() > 0
+    assert float((cover * window_mask(identity, SIZE)).sum() / cover.sum()) == pytest.approx(1.0)
+    assert float((cover * window_mask(init, SIZE)).sum()) == 0.0
+    assert float(affine_sample(cover, theta_matrix(init)).sum()) == 0.0
