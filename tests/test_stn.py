@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
-
 from types import SimpleNamespace
 
 import lightning as L
@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from cxrbench.artifacts import ArtifactError, read_artifact
-from cxrbench.methods import METHODS, STN, ThoraxBoxRegressor, ThoraxCrop, VGG16Baseline
+from cxrbench.methods import STN, ThoraxBoxRegressor, ThoraxCrop
 from cxrbench.metrics import auc
 from cxrbench.models.stn import (LocalisationNet, affine_sample, localisation_flat_size, mask_boxes, paired_iou,
                                  sampled_window, square_crop_params, theta_matrix)
@@ -260,8 +260,6 @@ def test_configs_run_through_the_cli(chexpert_twin, lungs_twin, cache_dir, tmp_p
     proc = subprocess.run([sys.executable, "-c", DRIVER, str(chexpert_twin), str(lungs_twin), cache_dir, str(tmp_path / "runs")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    import json
-
     path = proc.stdout.split("RESULT ")[-1].strip()
     record = json.loads(Path(path).read_text())
     assert record["method"] == "stn" and record["task"] == "chexpert-abnormal"
