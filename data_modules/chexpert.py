@@ -124,7 +124,27 @@ class CheXpert(CXRDataModule):
         return index_from_table(self.root, base, table, self.task_name, self.policy, self.frontal_only, self.view)
 
     def make_splits(self, index: DatasetIndex) -> dict[str, np.ndarray]:
-        return chexpert_splits(index, self.protocol, self.fold, self.n_folds, self.split_seed, self.val_share)
+        splits = chexpert_splits(index, self.protocol, self.fold, self.n_folds, self.split_seed, self.val_share)
+        if index.task == "binary":
+            where = f"fold {self.fold} of {self.n_folds}" if self.protocol == "cv" else "the official protocol"
+            require_both_classes(index, splits, where)
+        return splits
+
+
+def require_both_classes(index: DatasetIndex, splits: dict[str, np.ndarray], where: str) -> None:
+    """A binary split without one of its classes has no AUC and no recall operating point: refuse it
+    before any training, naming the split and its counts."""
+    y = index.labels.iloc[:, 0].to_numpy()
+    for name in ("train", "val", "test"):
+        rows = splits.get(name)
+        if rows is None or len(rows) == 0:
+            continue  # an empty split is reported by the base with the filters that emptied it
+        pos, neg = int(np.sum(y[rows] == 1)), int(np.sum(y[rows] == 0))
+        if pos == 0 or neg == 0:
+            raise DataError(
+                f"chexpert: split '{name}' of {where} has {pos} abnormal and {neg} normal images; AUC, the weighted "
+                "sampler and the 95%-recall operating point need both classes in every split. Use more images "
+                "(a larger twin), fewer folds, or a wider view filter (view='any')")
 
 
 def chexpert_splits(index: DatasetIndex, protocol: str, fold: int, n_folds: int, seed: int,

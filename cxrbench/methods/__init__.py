@@ -14,10 +14,12 @@ from .pretraining import PretrainingMethod
 from .rgt import RGT, ViTBaseline
 from .segmentation import SegmentationMethod
 from .ssl_baselines import SimCLR, SupCE, SupCon
+from .stn import STN, ThoraxBoxRegressor, ThoraxCrop, VGG16Baseline
 
 METHODS = {
     "amm": AMM, "gap": GAPBaseline,
     "rgt": RGT, "vit": ViTBaseline,
+    "vgg16": VGG16Baseline, "stn": STN, "thorax-crop": ThoraxCrop, "thorax-box": ThoraxBoxRegressor,
     "supce": SupCE, "simclr": SimCLR, "supcon": SupCon,
     "camcontrast-cam": CAMContrastCAM, "camcontrast": CAMContrast,
     "linear": LinearProbe, "finetune": FineTune, "unet": EncoderSegmenter,
@@ -25,4 +27,5 @@ METHODS = {
 
 __all__ = ["METHODS", "Method", "ClassificationMethod", "SegmentationMethod", "PretrainingMethod",
            "EncoderClassifier", "LinearProbe", "FineTune", "EncoderSegmenter", "AMM", "GAPBaseline", "RGT",
-           "ViTBaseline", "SupCE", "SimCLR", "SupCon", "CAMContrastCAM", "CAMContrast"]
+           "ViTBaseline", "VGG16Baseline", "STN", "ThoraxCrop", "ThoraxBoxRegressor", "SupCE", "SimCLR", "SupCon",
+           "CAMContrastCAM", "CAMContrast"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .anatomy import Chest, burn_markers
 from .io import TwinSpec, run_parallel, write_text
 from .render import ImageJob, Site, draw_and_save
 from .sources import read_csv_lines
@@ -69,14 +70,34 @@ def write(root: Path, spec: TwinSpec, workers: int | None) -> None:
     for f in [_fields(lines[i]) for i in train_idx] + valid_rows:
         findings = [columns[c] for c in range(FIRST_FINDING_COLUMN, len(f)) if f[c] == "1.0"]
         uncertain = [columns[c] for c in range(FIRST_FINDING_COLUMN, len(f)) if f[c] == "-1.0"]
-        crc = zlib.crc32(f[0].encode())
-        h = int(round(spec.size * (1.0 + (crc % 30) / 100)))
+        h, image_seed = _frame(f[0], spec)
         lateral = f[3] == "Lateral"
         jobs.append(ImageJob(
             path=str(root / f[0]), height=h, width=spec.size,
             findings=findings, uncertain=uncertain,
             anatomy_seed=(spec.seed, 12, int(_patient(f[0])[len("patient"):])),
-            image_seed=(spec.seed, 13, crc), difficulty=spec.difficulty, fmt="jpg",
+            image_seed=image_seed, difficulty=spec.difficulty, fmt="jpg",
             site=_LATERAL if lateral else _FRONTAL,
         ))
     run_parallel(draw_and_save, jobs, workers, "chexpert twin")
+
+
+def _frame(rel_path: str, spec: TwinSpec) -> tuple[int, tuple[int, int, int]]:
+    """Height and image seed of the image at ``rel_path`` (its width is ``spec.size``)."""
+    crc = zlib.crc32(rel_path.encode())
+    return int(round(spec.size * (1.0 + (crc % 30) / 100))), (spec.seed, 13, crc)
+
+
+def marker_mask(rel_path: str, lateral: bool, spec: TwinSpec) -> np.ndarray:
+    """The pixels of the burned-in text markers of the twin image at ``rel_path`` (bool [H, W]).
+
+    Recomputed from the seeds ``write`` drew them with (the markers depend only on the image seed,
+    its size and the site's texts: the film has its own generator), without reading or writing any
+    image. Used to measure how much lettering a crop or a spatial transformer keeps (STN paper).
+    """
+    h, image_seed = _frame(rel_path, spec)
+    canvas = np.zeros((h, spec.size), np.float32)
+    chest = Chest(h, spec.size, np.zeros((1, 1), np.uint8), (0.0, 0.0, 0.0, 0.0), (0.0, 0.0), (0.0, 0.0), 0.0)
+    film = np.random.default_rng([*image_seed, 7919])  # as render(): the film generator draws the markers first
+    burn_markers(film, canvas, chest, (_LATERAL if lateral else _FRONTAL).markers)
+    return canvas >= 0.25  # ink of at least a quarter of full strength (the glyph, not its faint anti-aliasing)
