@@ -238,7 +238,8 @@ def test_stage1_learns_the_coarse_label_and_scores_its_heatmaps_against_every_bo
     abnormal-class heatmap is scored on the RGT protocol's held-out box images, every box of every
     disease against it (one (image, Abnormal) pair per box image).
 
-    Measured (seeds 0/1/2; 12 epochs): AUC 0.753 / 0.708 / 0.698 — STAGE1_AUC is set below them. The
+    Measured (seeds 0/1/2; 12 epochs) on the RGT partition (box patients' other images split like any
+    other's): AUC 0.642 / 0.770 / 0.563 — STAGE1_AUC is set below them (16 epochs: 0.603 / 0.609 / 0.563). The
     heatmap's top box (level 0.7 = Wang et al.'s 180/255) against the same box at random places, IoU
     0.105 vs 0.083 / 0.097 vs 0.101 / 0.045 vs 0.063, and its peak in a box 0.16 / 0.08 / 0.03 vs a
     random point's 0.08: better than chance for one seed of three, so at this scale (64 px, 8×8 CAMs,
@@ -268,7 +269,7 @@ def test_stage1_learns_the_coarse_label_and_scores_its_heatmaps_against_every_bo
     assert r["n"] == m["loc/n_pairs"]
 
 
-STAGE1_AUC = 0.65
+STAGE1_AUC = 0.55  # below the worst measured seed (0.563)
 
 
 def test_stage2_loss_falls_on_the_exported_heatmaps(stage1):

@@ -79,6 +79,9 @@ class ClassificationMethod(Method):
         return masked_bce(logits, label, self.pos_weight if weighted else None)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """In float64: in float32 every logit above ~17 is a sigmoid of exactly 1.0, and a confident model's
+        positives tie with each other, collapsing its AUC toward 0.5."""
+        logits = logits.double() if logits.device.type != "mps" else logits.float()
         return logits.softmax(-1) if self.task == "multiclass" else logits.sigmoid()
 
     def predict_outputs(self, images: torch.Tensor) -> dict:
@@ -100,7 +103,7 @@ class ClassificationMethod(Method):
         logits = self(batch["image"])
         self.log("val/loss", self.loss(logits, batch["label"], weighted=False), prog_bar=True, batch_size=len(logits),
                  sync_dist=True)
-        self.val_store.update(batch["index"], preds=self.probabilities(logits).float(),
+        self.val_store.update(batch["index"], preds=self.probabilities(logits),
                               target=self._targets(batch["label"]))
 
     def on_validation_epoch_end(self):
@@ -122,7 +125,7 @@ class ClassificationMethod(Method):
             self._localize(batch)
             return
         logits = self(batch["image"])
-        self._store(split, ("preds", "target")).update(batch["index"], preds=self.probabilities(logits).float(),
+        self._store(split, ("preds", "target")).update(batch["index"], preds=self.probabilities(logits),
                                                        target=self._targets(batch["label"]))
 
     @torch.no_grad()
@@ -149,7 +152,7 @@ class ClassificationMethod(Method):
         was_training = self.training
         self.eval()
         for batch in dm.dataloader("val", shuffle=False):
-            preds.append(self.probabilities(self(batch["image"].to(self.device))).float().cpu())
+            preds.append(self.probabilities(self(batch["image"].to(self.device))).cpu())
             target.append(self._targets(batch["label"]).cpu())
         self.train(was_training)
         return torch.cat(preds), torch.cat(target)

@@ -174,13 +174,13 @@ class _AbnormalVGG(ClassificationMethod):
         return loss
 
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        split = self._split_name(dataloader_idx)
+        split = self.split_name(dataloader_idx)
         if split != "test":
             return super().test_step(batch, batch_idx, dataloader_idx)
         images = batch["image"]
         x, params = self.warp(images)
         logits = self.classifier(x)
-        self._store(split, ("preds", "target")).update(batch["index"], preds=self.probabilities(logits).float(),
+        self._store(split, ("preds", "target")).update(batch["index"], preds=self.probabilities(logits),
                                                        target=self._targets(batch["label"]))
         self.param_store.update(batch["index"], params=params.detach().float())
         have = len(self.gallery.get("input", ()))
