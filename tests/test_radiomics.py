@@ -253,14 +253,14 @@ def test_partition_labels_equal_canonical_labels():
 
 
 def test_the_gpu_zone_labelling_gives_the_same_features(monkeypatch):
-    # On a GPU the GLSZM zones come from min-label propagation instead of scipy (labels are then the
+    # On a GPU the GLSZM zones come from min-label propagation instead of cc3d (labels are then the
     # smallest member index, not consecutive); run that path on the CPU so it is checked here too.
     from cxrbench.components import propagate_regions
     from cxrbench.radiomics import engine
 
     images, masks = _rois(30, seed=4)
-    scipy_zones = extract(torch.from_numpy(images), masks=torch.from_numpy(masks))
+    cpu_zones = extract(torch.from_numpy(images), masks=torch.from_numpy(masks))
     monkeypatch.setattr(engine, "label_regions", lambda v, m, c, canonical=True: propagate_regions(v, m, c))
     propagated = extract(torch.from_numpy(images), masks=torch.from_numpy(masks))
-    assert torch.equal(torch.isnan(scipy_zones), torch.isnan(propagated))
-    assert torch.allclose(scipy_zones.nan_to_num(), propagated.nan_to_num(), rtol=1e-12, atol=0)
+    assert torch.equal(torch.isnan(cpu_zones), torch.isnan(propagated))
+    assert torch.allclose(cpu_zones.nan_to_num(), propagated.nan_to_num(), rtol=1e-12, atol=0)

@@ -27,7 +27,7 @@ Conventions (PyRadiomics defaults as the RGT code used them, on a 2D image given
 
 Speed (CPU): every class is built from integer keys counted with ``bincount`` (no per-ROI loop, no
 boolean indexing); first-order statistics of integer gray values come from a per-ROI histogram; the
-GLSZM zones are labelled by scipy in a background thread while torch computes the other classes.
+GLSZM zones are labelled by cc3d in one pass over every gray level (``components.label_regions``).
 ``benchmarks/perf/radiomics.py`` measures it against PyRadiomics.
 
 Memory: ROIs are sorted by box size and processed in chunks of ``chunk`` (default 128), each cropped
@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -701,9 +699,6 @@ def _extract_chunk(img: torch.Tensor, m: torch.Tensor, bin_width: float) -> torc
                           minlength=n * (G + 1)).view(n, G + 1)  # pixels per level; level 0 = outside
     ng = bins.amax((1, 2))
     n_present = (hist[:, 1:] > 0).sum(1)
-    # The GLSZM zones come from scipy on the CPU, single-threaded and without the GIL: label them in
-    # a background thread while torch computes the other classes.
-    zones = _labeller().submit(label_regions, bins, m, 8, False) if bins.device.type == "cpu" else None
     out = torch.full((n, len(FEATURE_NAMES)), torch.nan, dtype=torch.float64, device=img.device)
     _firstorder(img, m, hist, out)
     _glcm(bins, m, G, ng, n_present, out)
@@ -711,20 +706,8 @@ def _extract_chunk(img: torch.Tensor, m: torch.Tensor, bin_width: float) -> torc
     _gldm_ngtdm(bins, m, G, out)
     _shape(m, out)
     _mesh_shape(m, out)
-    label = zones.result() if zones is not None else label_regions(bins, m, 8, canonical=False)
-    _glszm(bins, m, G, label, out)
+    _glszm(bins, m, G, label_regions(bins, m, 8, canonical=False), out)
     return out
-
-
-_LABELLER: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _labeller() -> ThreadPoolExecutor:
-    """One background thread per process (a pool inherited through fork has no live thread)."""
-    global _LABELLER
-    if _LABELLER is None or _LABELLER[0] != os.getpid():
-        _LABELLER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="radiomics-zones"))
-    return _LABELLER[1]
 
 
 @torch.no_grad()
