@@ -189,7 +189,7 @@ def test_non_integer_gray_values_take_the_sorted_path_and_still_match():
 def test_diameters_from_hull_candidates_equal_all_vertex_pairs():
     # PyRadiomics compares all O(V²) mesh vertices; the engine keeps only row extremes that can be
     # hull vertices. On random blobs and boxes, brute force over every vertex must agree exactly.
-    from cxrbench.radiomics.engine import _mesh_shape
+    from cxrbench.radiomics.engine import _bounding_boxes, _gather, _mesh_shape
 
     rng = np.random.default_rng(11)
     masks = []
@@ -204,7 +204,9 @@ def test_diameters_from_hull_candidates_equal_all_vertex_pairs():
         masks.append(m)
     masks = np.stack(masks)
     out = torch.full((len(masks), len(FEATURE_NAMES)), np.nan, dtype=torch.float64)
-    _mesh_shape(torch.from_numpy(masks), out)
+    m = torch.from_numpy(masks)
+    # the masks packed into pages as extract() packs a chunk of ROIs
+    _mesh_shape(_gather(torch.zeros(m.shape), m, torch.arange(len(m)), *_bounding_boxes(m), 25.0), out)
     for m, row in zip(masks, out.numpy()):
         ys, xs = np.nonzero(m)
         if len(ys) == 0:
