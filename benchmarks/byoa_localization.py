@@ -30,6 +30,7 @@ from cxrbench.methods import RGT  # noqa: E402
 from cxrbench.provenance import commit, data_provenance  # noqa: E402
 from data_modules import NIH  # noqa: E402
 from data_modules.io import atomic_write_text  # noqa: E402
+from data_modules.transforms import to_float  # noqa: E402
 
 
 def byoa_against_chance(model: RGT, loader, seed: int = 0) -> dict[str, dict[str, float]]:
@@ -38,7 +39,7 @@ def byoa_against_chance(model: RGT, loader, seed: int = 0) -> dict[str, dict[str
     model.eval()
     with torch.no_grad():
         for batch in loader:
-            x = batch["image"].to(model.device)
+            x = to_float(batch["image"].to(model.device))  # uint8 batches, as Method.on_after_batch_transfer does
             maps, boxes, fallback = model.byoa(model.vit(x)[1], x.shape[-2:])
             tally.update(maps, boxes, batch["boxes"], batch["box_labels"], fallback)
     return {c: {m: round(v, 4) for m, v in row.items()} for c, row in tally.summary().items()}
