@@ -24,7 +24,6 @@ XYXY pixels) and masks (tv_tensors.Mask) receive the same geometry.
 from __future__ import annotations
 
 import torch
-from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 PRESETS = ("rgt", "amm", "stn", "gmml", "camcontrast", "camcontrast_seg", "contrastive", "seg", "plain")
