@@ -63,6 +63,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on a GPU")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write the JSON result here (atomically)")
     a = ap.parse_args(argv)
@@ -86,8 +87,8 @@ def main(argv=None) -> dict:
                 lam=a.lam, lr=a.lr, warmup_epochs=1, num_classes=len(classes), class_names=list(classes),
                 threshold="val_youden")
     trainer = L.Trainer(max_epochs=a.epochs, accelerator="gpu" if a.device.startswith("cuda") else "cpu",
-                        devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+                        devices=1, precision=a.precision, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
     t0 = time.perf_counter()
     trainer.fit(model, dm)
     fit_s = time.perf_counter() - t0
