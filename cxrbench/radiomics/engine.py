@@ -65,28 +65,34 @@ class RadiomicsInputError(ValueError):
 # ----------------------------------------------------------------------------------------- inputs
 
 
-def boxes_to_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """XYXY pixel boxes (right/bottom exclusive) -> bool masks; boxes are clipped to the image."""
+def _clip_boxes(boxes, height: int, width: int):
+    """XYXY pixel boxes (right/bottom exclusive), checked, rounded and clipped -> (x0, y0, x1, y1) long [B]."""
     boxes = torch.as_tensor(boxes)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise RadiomicsInputError(f"boxes must be [B, 4] (x0, y0, x1, y1), got {tuple(boxes.shape)}")
     b = boxes.round().long()
     if ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
         raise RadiomicsInputError("boxes with negative width or height (expected x0 <= x1, y0 <= y1)")
-    x0, x1 = b[:, 0].clamp(0, width), b[:, 2].clamp(0, width)
-    y0, y1 = b[:, 1].clamp(0, height), b[:, 3].clamp(0, height)
-    ys = torch.arange(height, device=b.device)[None, :, None]
-    xs = torch.arange(width, device=b.device)[None, None, :]
+    return b[:, 0].clamp(0, width), b[:, 1].clamp(0, height), b[:, 2].clamp(0, width), b[:, 3].clamp(0, height)
+
+
+def boxes_to_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """XYXY pixel boxes (right/bottom exclusive) -> bool masks; boxes are clipped to the image."""
+    x0, y0, x1, y1 = _clip_boxes(boxes, height, width)
+    ys = torch.arange(height, device=x0.device)[None, :, None]
+    xs = torch.arange(width, device=x0.device)[None, None, :]
     return ((ys >= y0[:, None, None]) & (ys < y1[:, None, None]) & (xs >= x0[:, None, None]) & (xs < x1[:, None, None]))
 
 
-def _check(images: torch.Tensor, masks: torch.Tensor) -> None:
+def _check(images: torch.Tensor, masks: torch.Tensor | None) -> None:
     if images.ndim != 3:
         raise RadiomicsInputError(f"images must be [B, H, W], got {tuple(images.shape)}")
+    if images.is_floating_point() and torch.isnan(images).any():  # (integer images hold no NaN)
+        raise RadiomicsInputError("images contain NaN pixels")
+    if masks is None:
+        return
     if masks.shape != images.shape:
         raise RadiomicsInputError(f"masks {tuple(masks.shape)} and images {tuple(images.shape)} differ in shape")
-    if torch.isnan(images).any():
-        raise RadiomicsInputError("images contain NaN pixels")
     if masks.dtype != torch.bool:
         m = masks.double()
         if not ((m == 0) | (m == 1)).all():
@@ -148,6 +154,7 @@ class _Chunk(NamedTuple):
     per_row: torch.Tensor  # [n, h] ROI pixels per box row
     x_row: torch.Tensor  # [n, h] Σ x over them
     per_col: torch.Tensor  # [n, w] ROI pixels per box column
+    filled: bool  # every ROI fills its bounding box (boxes)
 
 
 def _pack(eh: list[int], ew: list[int]):
@@ -179,9 +186,9 @@ def _gather(images, masks, sel, y0, x0, eh, ew, bin_width: float) -> _Chunk:
     Their pixels pass once through flat lists, built row by row of each box (one gather per list);
     the lists give the value histograms, the bins and the coordinate sums, and are then dropped.
     """
-    dev = masks.device
+    dev = images.device
     n = len(sel)
-    H, W = masks.shape[1:]
+    H, W = images.shape[1:]
     page, py, px, S, P, Wp = _pack(eh.tolist(), ew.tolist())
     page, py, px = (torch.tensor(t, dtype=torch.long, device=dev) for t in (page, py, px))
     h, w = int(eh.max()), int(ew.max())
@@ -195,8 +202,8 @@ def _gather(images, masks, sel, y0, x0, eh, ew, bin_width: float) -> _Chunk:
     q = torch.repeat_interleave(torch.arange(len(row_r), device=dev), row_w)
     lx = torch.arange(len(q), device=dev) - (torch.cumsum(row_w, 0) - row_w)[q]
     src = row_src[q] + lx
-    keep = masks.reshape(-1)[src]
-    boxes = bool(keep.all())  # every mask fills its bounding box (boxes): the row sums are known
+    keep = None if masks is None else masks.reshape(-1)[src]
+    boxes = keep is None or bool(keep.all())  # every mask fills its bounding box: the row sums are known
     if not boxes:
         q, lx, src = q[keep], lx[keep], src[keep]
     x = images.reshape(-1)[src].to(torch.float64)
@@ -240,7 +247,7 @@ def _gather(images, masks, sel, y0, x0, eh, ew, bin_width: float) -> _Chunk:
     per_row = torch.zeros(n * h, dtype=dt, device=dev).index_put_((row_at,), per_row_r).view(n, h)
     x_row = torch.zeros(n * h, dtype=dt, device=dev).index_put_((row_at,), x_row_r).view(n, h)
     return _Chunk(n, G, bins.view(S, P, Wp), roi.view(S, P, Wp), py, px, eh, ew, v, wt, hist, per_row, x_row,
-                  per_col)
+                  per_col, boxes)
 
 
 # ----------------------------------------------------------------------------------------- features
@@ -398,10 +405,6 @@ def _glcm(c: _Chunk, ng, n_present, out):
         out[:, _COL[f"original_glcm_{k}"]] = val
 
 
-def _small_int(G: int) -> torch.dtype:
-    return torch.int8 if G < 127 else torch.int16
-
-
 def _lines(t: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """[n, h, w] -> [n, lines, L], contiguous: the lines along (dy, dx) as rows, zero-padded."""
     n, h, w = t.shape
@@ -426,42 +429,37 @@ def _glrlm(c: _Chunk, out):
     A = len(ANGLES)
     L = int(max(c.eh.max(), c.ew.max()))  # no run is longer than its ROI's box (gaps end every run)
     dev, dt = c.bins.device, torch.float64
-    b = c.bins.to(_small_int(G))  # 0 = outside every ROI; small ints: less memory traffic
-    roi = c.roi.reshape(-1)
+    G1 = G + 1
+    code = torch.where(c.roi >= 0, (c.roi + 1) * G1 + c.bins, 0)  # a pixel's ROI and level in one value; 0 outside
+    trash = n * A * G * L  # the segments between runs count here (cheaper than boolean indexing)
     keys = []
-    multi = torch.zeros(n, A, dtype=torch.bool, device=dev)
+    # PyRadiomics drops an angle along which no line holds two ROI pixels. A ROI that fills its box
+    # (at least 2 × 2, or it would be a NaN row) has such a line along every angle.
+    multi = torch.full((n, A), c.filled, dtype=torch.bool, device=dev)
     for a, (dy, dx) in enumerate(ANGLES):
-        lb = _lines(b, dy, dx)
-        lm = lb > 0
-        cont = torch.zeros_like(lm)  # the pixel continues the run of the one before it on its line
-        cont[..., 1:] = (lb[..., 1:] == lb[..., :-1]) & lm[..., 1:]
-        nxt = torch.zeros_like(lm)
-        nxt[..., :-1] = cont[..., 1:]
-        # Runs never overlap, so in reading order the k-th run start pairs with the k-th run end.
-        first = torch.nonzero((lm & ~cont).reshape(-1)).squeeze(1)
-        last = torch.nonzero((lm & ~nxt).reshape(-1)).squeeze(1)
-        length = last - first + 1
-        gl = lb.reshape(-1)[last].long()
-        # The page pixel of each run's end gives its ROI: line = (page, c), position t along it.
-        C, Lh = lb.shape[1], lb.shape[2]
-        line, t = torch.div(last, Lh, rounding_mode="floor"), last % Lh
-        if (dy, dx) == (0, 1):
-            at = last
-        else:
-            s_, c_ = torch.div(line, C, rounding_mode="floor"), line % C
-            xx = c_ if (dy, dx) == (1, 0) else c_ + t - (Ph - 1) if (dy, dx) == (1, 1) else c_ - t
-            at = (s_ * Ph + t) * Wp + xx
-        r = roi[at].long()
-        keys.append(((r * A + a) * G + (gl - 1)) * L + (length - 1))
-        # A line holds two pixels of a ROI if a run is longer than one, or the next run on the same
-        # line is of the same ROI (a ROI's runs on a line are consecutive: boxes are disjoint).
-        two = length > 1
-        two[:-1] |= (line[1:] == line[:-1]) & (r[1:] == r[:-1])
-        multi[:, a] = torch.zeros(n, dtype=torch.long, device=dev).index_add_(0, r, two.long()) > 0
-    P = torch.bincount(torch.cat(keys), minlength=n * A * G * L).to(dt)
+        lb = _lines(code, dy, dx)
+        flat = lb.reshape(-1)
+        # Every line starts and ends with a zero (the pages' border), so read one after another the
+        # lines are a sequence of constant segments: each ends where the value changes, and starts
+        # after the previous change. The segments of a ROI's level are its runs.
+        change = torch.nonzero(flat[1:] != flat[:-1]).squeeze(1)  # flat[i] != flat[i + 1]
+        level = flat[change[1:]].long()  # (the segment before the first change is the first line's zero)
+        length = change[1:] - change[:-1]
+        r, gl = torch.div(level, G1, rounding_mode="floor") - 1, level % G1
+        keys.append(torch.where(level > 0, ((r * A + a) * G + (gl - 1)) * L + (length - 1), trash))
+        if not c.filled:
+            # A line holds two pixels of a ROI if a run is longer than one, or the next run on the same
+            # line is of the same ROI (a ROI's runs on a line are consecutive: boxes are disjoint).
+            run = level > 0
+            r, length = r[run], length[run]
+            line = torch.div(change[1:][run], lb.shape[-1], rounding_mode="floor")
+            two = length > 1
+            two[:-1] |= (line[1:] == line[:-1]) & (r[1:] == r[:-1])
+            multi[:, a] = torch.zeros(n, dtype=torch.long, device=dev).index_add_(0, r, two.long()) > 0
+    P = torch.bincount(torch.cat(keys), minlength=trash + 1)[:trash].to(dt)
     P = P.view(n, A, G, L)
-    # PyRadiomics drops an angle along which no line holds more than one ROI pixel ("segmentation is
-    # 2D for this angle", cmatrices.c): its runs are zeroed, the angle is then deleted as empty.
+    # An angle along which no line holds more than one ROI pixel ("segmentation is 2D for this angle",
+    # cmatrices.c): its runs are zeroed, the angle is then deleted as empty.
     P = P * multi[:, :, None, None]
     ivec = torch.arange(1, G + 1, dtype=dt, device=dev)[:, None]
     jvec = torch.arange(1, L + 1, dtype=dt, device=dev)[None, :]
@@ -551,19 +549,20 @@ def _gldm_ngtdm(c: _Chunk, out):
     b16 = _at(p16, 0, 0)
     bins, roi = _at(c.bins, 0, 0), _at(c.roi, 0, 0)
     m = roi >= 0
-    dep = torch.ones_like(b16)  # dependence = equal neighbours + 1 (alpha = 0)
-    count = torch.zeros_like(b16)  # neighbours in the ROI
+    # Counters as uint8, fed with the comparisons' bools viewed as uint8 (no conversion pass).
+    equal = torch.zeros(b16.shape, dtype=torch.uint8, device=dev)  # dependence − 1 (alpha = 0)
+    count = torch.zeros(b16.shape, dtype=torch.uint8, device=dev)  # neighbours in the ROI
     total = torch.zeros_like(b16)  # sum of their levels
     for dy, dx in NEIGHBOURS:
         nb = _at(p16, dy, dx)
-        dep += nb == b16
-        count += nb > 0
+        equal += (nb == b16).view(torch.uint8)
+        count += (nb > 0).view(torch.uint8)
         total += nb
     # GLDM: P[roi, gray level, dependence 1..9]; pixels outside the ROI go to the trash bin
     D = len(NEIGHBOURS) + 1
-    trash = n * G * D
-    key = torch.where(m, (roi * G + (bins - 1)) * D + (dep - 1), trash)
-    P = torch.bincount(key.reshape(-1), minlength=trash + 1)[:trash].to(dt).view(n, G, D)
+    level = torch.where(m, roi * G + (bins - 1), n * G)  # (roi, gray level); n·G = outside
+    P = torch.bincount((level * D + equal).reshape(-1), minlength=(n * G + 1) * D)[:n * G * D]
+    P = P.to(dt).view(n, G, D)
     iv = torch.arange(1, G + 1, dtype=dt, device=dev)[:, None]
     jv = torch.arange(1, D + 1, dtype=dt, device=dev)[None, :]
     pd, pg = P.sum(1), P.sum(2)
@@ -588,11 +587,9 @@ def _gldm_ngtdm(c: _Chunk, out):
         out[:, _COL[f"original_gldm_{k}"]] = val
 
     # NGTDM: n_i (pixels of level i) and s_i (Σ |i - mean of neighbours in the ROI|; 0 without neighbours)
-    cf = count.to(dt)
-    diff = torch.where(m & (count > 0), (b16 - total.to(dt) / cf.clamp_min(1)).abs(), 0.0)
+    diff = torch.where(count > 0, (b16.to(dt) - total.to(dt) / count.to(dt)).abs(), 0.0)
     ni = P.sum(2)
-    si = torch.bincount((roi * G + (bins - 1)).clamp_min(0).reshape(-1), weights=diff.reshape(-1),
-                        minlength=n * G).view(n, G)
+    si = torch.bincount(level.reshape(-1), weights=diff.reshape(-1), minlength=n * G + 1)[:n * G].view(n, G)
     Nvp = ni.sum(1)
     p = ni / Nvp[:, None]
     present = ni > 0
@@ -859,16 +856,24 @@ def extract(images, masks=None, boxes=None, bin_width: float = 25.0, chunk: int 
         raise RadiomicsInputError("give exactly one of masks or boxes")
     if images.ndim != 3:
         raise RadiomicsInputError(f"images must be [B, H, W], got {tuple(images.shape)}")
-    if masks is None:
-        masks = boxes_to_masks(torch.as_tensor(boxes, device=images.device), images.shape[1], images.shape[2])
-    masks = torch.as_tensor(masks, device=images.device)
-    _check(images.double() if not images.is_floating_point() else images, masks)
-    masks = masks.bool()
+    H, W = images.shape[1:]
+    if masks is None:  # boxes are their own bounding boxes: no [B, H, W] mask is ever built
+        x0, y0, x1, y1 = _clip_boxes(torch.as_tensor(boxes, device=images.device), H, W)
+        if len(x0) != len(images):
+            raise RadiomicsInputError(f"{len(x0)} boxes for {len(images)} images")
+        _check(images, None)
+        eh, ew = y1 - y0, x1 - x0
+        whole = (eh == H) & (ew == W)
+    else:
+        masks = torch.as_tensor(masks, device=images.device)
+        _check(images, masks)
+        masks = masks.bool()
+        y0, x0, eh, ew = _bounding_boxes(masks)
+        whole = masks.flatten(1).all(1)
     out = torch.full((len(images), len(FEATURE_NAMES)), torch.nan, dtype=torch.float64, device=images.device)
-    y0, x0, eh, ew = _bounding_boxes(masks)
     # ROIs PyRadiomics refuses stay NaN: fewer than 2 dimensions wider than one pixel (checkMask), or a
     # mask with one value over the whole image ("nothing is segmented").
-    ok = ((eh > 1).int() + (ew > 1).int() >= 2) & ~masks.flatten(1).all(1)
+    ok = ((eh > 1).int() + (ew > 1).int() >= 2) & ~whole
     # Chunks of similar box sizes: pages are as tall as the chunk's tallest box.
     idx = torch.nonzero(ok).squeeze(1)
     idx = idx[torch.argsort((eh * ew)[idx], stable=True)]
