@@ -163,6 +163,21 @@ def test_boxes_are_clipped_and_equal_masks():
     assert torch.equal(torch.isnan(a), torch.isnan(b)) and torch.allclose(a.nan_to_num(), b.nan_to_num())
 
 
+def test_boxes_copied_box_by_box_equal_the_vectorised_gather(monkeypatch):
+    # On the CPU, boxes are copied into the pages slice by slice; a GPU takes the vectorised gather.
+    from cxrbench.radiomics import engine
+
+    images, _ = _rois(12, seed=6)
+    rng = np.random.default_rng(6)
+    xy = rng.integers(-5, 80, (12, 2))
+    boxes = torch.from_numpy(np.concatenate([xy, xy + rng.integers(2, 40, (12, 2))], 1))
+    copied = extract(torch.from_numpy(images), boxes=boxes)
+    monkeypatch.setattr(engine, "COPY_BOXES_ON_CPU", False)
+    gathered = extract(torch.from_numpy(images), boxes=boxes)
+    assert torch.equal(copied.isnan(), gathered.isnan()) and not copied.isnan().all()
+    assert torch.equal(copied.nan_to_num(), gathered.nan_to_num())
+
+
 def test_bad_input_is_refused_clearly():
     img = torch.zeros(2, 8, 8)
     with pytest.raises(RadiomicsInputError, match="differ in shape"):
@@ -175,6 +190,10 @@ def test_bad_input_is_refused_clearly():
         extract(bad, masks=torch.ones(2, 8, 8, dtype=torch.bool))
     with pytest.raises(RadiomicsInputError, match="negative width"):
         extract(img, boxes=torch.tensor([[5, 5, 2, 7], [0, 0, 3, 3]]))
+    with pytest.raises(RadiomicsInputError, match="NaN pixels"):
+        extract(bad, boxes=torch.tensor([[0, 0, 3, 3], [0, 0, 3, 3]]))
+    with pytest.raises(RadiomicsInputError, match="3 boxes for 2 images"):
+        extract(img, boxes=torch.tensor([[0, 0, 3, 3]] * 3))
 
 
 def test_non_integer_gray_values_take_the_sorted_path_and_still_match():

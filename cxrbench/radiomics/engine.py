@@ -53,6 +53,7 @@ from .reference import FEATURE_NAMES
 EPS = float(np.spacing(1))
 ANGLES = ((0, 1), (1, 0), (1, 1), (1, -1))  # in-plane (dy, dx), one per direction pair
 NEIGHBOURS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+COPY_BOXES_ON_CPU = True  # tests turn it off to run the vectorised gather (the GPU's) on the CPU
 MAX_LEVELS = 256  # gray-level bins per ROI: the GLCM of a chunk holds chunk × 4 × levels² counts (≤ 270 MB)
 NOT_IN_ENGINE: tuple[str, ...] = ()  # every feature of FEATURE_NAMES is computed here
 _COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
@@ -144,6 +145,7 @@ class _Chunk(NamedTuple):
     G: int  # gray-level bins of the chunk
     bins: torch.Tensor  # [S, P, Wp] int32: gray-level bins 1..G in the pages, 0 outside every ROI
     roi: torch.Tensor  # [S, P, Wp] int32: the ROI of each page pixel, -1 outside
+    inside: torch.Tensor  # [S, P, Wp] bool: roi >= 0
     py: torch.Tensor  # [n] long: page row of each ROI's bounding-box corner
     px: torch.Tensor  # [n] long: page column of it
     eh: torch.Tensor  # [n] long: bounding-box height
@@ -199,15 +201,27 @@ def _gather(images, masks, sel, y0, x0, eh, ew, bin_width: float) -> _Chunk:
     row_src = ((sel * H + y0) * W + x0)[row_r] + row_ly * W
     row_dst = ((page * P + py) * Wp + px)[row_r] + row_ly * Wp
     # ... then one per pixel: its row q and its column lx in the box
-    q = torch.repeat_interleave(torch.arange(len(row_r), device=dev), row_w)
-    lx = torch.arange(len(q), device=dev) - (torch.cumsum(row_w, 0) - row_w)[q]
-    src = row_src[q] + lx
-    keep = None if masks is None else masks.reshape(-1)[src]
-    boxes = keep is None or bool(keep.all())  # every mask fills its bounding box: the row sums are known
-    if not boxes:
-        q, lx, src = q[keep], lx[keep], src[keep]
-    x = images.reshape(-1)[src].to(torch.float64)
-    r = row_r[q]
+    if masks is None and dev.type == "cpu" and COPY_BOXES_ON_CPU:
+        # Boxes on the CPU: two strided slice copies per box, no per-pixel index lists (which a GPU
+        # builds faster than it launches a kernel per box).
+        img_p = torch.zeros(S, P, Wp, dtype=torch.float64)
+        roi = torch.full((S, P, Wp), -1, dtype=torch.int32)
+        for i, (b_, y_, x_, h_, w_, s_, py_, px_) in enumerate(zip(*(t.tolist() for t in (sel, y0, x0, eh, ew, page, py, px)))):
+            img_p[s_, py_:py_ + h_, px_:px_ + w_] = images[b_, y_:y_ + h_, x_:x_ + w_]
+            roi[s_, py_:py_ + h_, px_:px_ + w_] = i
+        inside = roi >= 0
+        x, r = img_p[inside], roi[inside].long()
+        boxes, q = True, None
+    else:
+        q = torch.repeat_interleave(torch.arange(len(row_r), device=dev), row_w)
+        lx = torch.arange(len(q), device=dev) - (torch.cumsum(row_w, 0) - row_w)[q]
+        src = row_src[q] + lx
+        keep = None if masks is None else masks.reshape(-1)[src]
+        boxes = keep is None or bool(keep.all())  # every mask fills its bounding box: the row sums are known
+        if not boxes:
+            q, lx, src = q[keep], lx[keep], src[keep]
+        x = images.reshape(-1)[src].to(torch.float64)
+        r = row_r[q]
     v, wt, key = _value_weights(x, r, n)
     lowest = torch.where(wt > 0, v, torch.inf).amin(1)
     low = lowest - torch.remainder(lowest, bin_width)  # numpy's min - min % W (floor semantics)
@@ -228,11 +242,16 @@ def _gather(images, masks, sel, y0, x0, eh, ew, bin_width: float) -> _Chunk:
         hist = hist[:, 1:].round().long()
     else:
         hist = torch.bincount(r * G + (b - 1), minlength=n * G).view(n, G)
-    dst = row_dst[q] + lx
-    bins = torch.zeros(S * P * Wp, dtype=torch.int32, device=dev)
-    bins[dst] = b
-    roi = torch.full((S * P * Wp,), -1, dtype=torch.int32, device=dev)
-    roi[dst] = r.to(torch.int32)
+    if q is None:
+        bins = torch.zeros(S, P, Wp, dtype=torch.int32).masked_scatter_(inside, b)
+    else:
+        dst = row_dst[q] + lx
+        bins = torch.zeros(S * P * Wp, dtype=torch.int32, device=dev)
+        bins[dst] = b
+        roi = torch.full((S * P * Wp,), -1, dtype=torch.int32, device=dev)
+        roi[dst] = r.to(torch.int32)
+        bins, roi = bins.view(S, P, Wp), roi.view(S, P, Wp)
+        inside = roi >= 0
     # Coordinate sums per box row and column (exact integers in float64) for the shape features.
     dt = torch.float64
     row_at = row_r * h + row_ly
@@ -246,8 +265,7 @@ def _gather(images, masks, sel, y0, x0, eh, ew, bin_width: float) -> _Chunk:
         per_col = torch.bincount(r * w + lx, minlength=n * w).view(n, w).to(dt)
     per_row = torch.zeros(n * h, dtype=dt, device=dev).index_put_((row_at,), per_row_r).view(n, h)
     x_row = torch.zeros(n * h, dtype=dt, device=dev).index_put_((row_at,), x_row_r).view(n, h)
-    return _Chunk(n, G, bins.view(S, P, Wp), roi.view(S, P, Wp), py, px, eh, ew, v, wt, hist, per_row, x_row,
-                  per_col, boxes)
+    return _Chunk(n, G, bins, roi, inside, py, px, eh, ew, v, wt, hist, per_row, x_row, per_col, boxes)
 
 
 # ----------------------------------------------------------------------------------------- features
@@ -326,7 +344,7 @@ def _glcm(c: _Chunk, ng, n_present, out):
     n, G = c.n, c.G
     A = len(ANGLES)
     dev, dt = c.bins.device, torch.float64
-    bins, m = _at(c.bins, 0, 0), _at(c.roi, 0, 0) >= 0  # level 0 = outside every ROI
+    bins, m = _at(c.bins, 0, 0), _at(c.inside, 0, 0)  # level 0 = outside every ROI
     base = (_at(c.roi, 0, 0) * (A * G) + (bins - 1)) * G - 1
     trash = n * A * G * G  # pairs leaving the ROI count here (cheaper than boolean indexing)
     keys = torch.empty((A,) + bins.shape, dtype=base.dtype, device=dev)
@@ -430,7 +448,7 @@ def _glrlm(c: _Chunk, out):
     L = int(max(c.eh.max(), c.ew.max()))  # no run is longer than its ROI's box (gaps end every run)
     dev, dt = c.bins.device, torch.float64
     G1 = G + 1
-    code = torch.where(c.roi >= 0, (c.roi + 1) * G1 + c.bins, 0)  # a pixel's ROI and level in one value; 0 outside
+    code = torch.where(c.inside, (c.roi + 1) * G1 + c.bins, 0)  # a pixel's ROI and level in one value; 0 outside
     trash = n * A * G * L  # the segments between runs count here (cheaper than boolean indexing)
     keys = []
     # PyRadiomics drops an angle along which no line holds two ROI pixels. A ROI that fills its box
@@ -547,8 +565,7 @@ def _gldm_ngtdm(c: _Chunk, out):
     dev, dt = c.bins.device, torch.float64
     p16 = c.bins.to(torch.int16)  # small ints: exact, and less memory traffic; 0 = outside every ROI
     b16 = _at(p16, 0, 0)
-    bins, roi = _at(c.bins, 0, 0), _at(c.roi, 0, 0)
-    m = roi >= 0
+    bins, roi, m = _at(c.bins, 0, 0), _at(c.roi, 0, 0), _at(c.inside, 0, 0)
     # Counters as uint8, fed with the comparisons' bools viewed as uint8 (no conversion pass).
     equal = torch.zeros(b16.shape, dtype=torch.uint8, device=dev)  # dependence − 1 (alpha = 0)
     count = torch.zeros(b16.shape, dtype=torch.uint8, device=dev)  # neighbours in the ROI
@@ -687,12 +704,12 @@ def _mesh_area_volume(c: _Chunk):
     n, (S, P, Wp) = c.n, c.roi.shape
     dev = c.roi.device
     roi = c.roi
-    mu = (roi >= 0).to(torch.uint8)
+    mu = c.inside.view(torch.uint8)
     # Window (y, x) of the pages covers rows y, y+1 and columns x, x+1; the gaps between boxes make
     # every window that holds ROI pixels hold pixels of one ROI only, the largest of its four labels.
     q = (mu[:, :-1, :-1] | (mu[:, :-1, 1:] << 1) | (mu[:, 1:, :-1] << 2) | (mu[:, 1:, 1:] << 3)).to(torch.int32)
     wr = torch.maximum(torch.maximum(roi[:, :-1, :-1], roi[:, :-1, 1:]), torch.maximum(roi[:, 1:, :-1], roi[:, 1:, 1:]))
-    inside = wr >= 0
+    inside = wr >= 0  # (as fast as any of the four insides)
     # Pattern histograms per page row and per page column give the count, Σy and Σx of each pattern per ROI.
     ky = (wr * P + torch.arange(P - 1, device=dev, dtype=torch.int32)[:, None]) * 16 + q
     by_row = torch.bincount(torch.where(inside, ky, n * P * 16).reshape(-1), minlength=n * P * 16 + 1)
@@ -714,7 +731,7 @@ def _edge_extremes(c: _Chunk):
     in/out flips across each half row y − ½) and the same for columns (x and y swapped); ±inf where
     there is none."""
     n, (S, P, Wp) = c.n, c.roi.shape
-    inside = c.roi >= 0
+    inside = c.inside
     here = _at(inside, 0, 0)  # ROI pixels never touch a page edge: the interior holds them all
     left, right = here & ~_at(inside, 0, -1), here & ~_at(inside, 0, 1)
     up, down = here & ~_at(inside, -1, 0), here & ~_at(inside, 1, 0)
@@ -839,8 +856,7 @@ def _extract_chunk(c: _Chunk) -> torch.Tensor:
     _gldm_ngtdm(c, out)
     _shape(c, out)
     _mesh_shape(c, out)
-    m = c.roi >= 0
-    _glszm(c, m, label_regions(c.bins, m, 8, canonical=False), out)
+    _glszm(c, c.inside, label_regions(c.bins, c.inside, 8, canonical=False), out)
     return out
 
 
