@@ -58,22 +58,30 @@ def _label_cpu(values: torch.Tensor, mask: torch.Tensor, connectivity: int) -> t
     n, h, w = mask.shape
     # cc3d labels equal non-zero values; 0 is background. Values become 1..V inside the mask, 0 outside.
     if values.dtype == torch.bool or not (values.is_floating_point() or values.is_complex()):
-        inside = values[mask].long()
-        lo = int(inside.min()) if inside.numel() else 0
-        span = int(inside.max()) - lo + 1 if inside.numel() else 1
-        code = values.long() - lo + 1
+        big = torch.iinfo(torch.long).max
+        lo = int(torch.where(mask, values.long(), big).min()) if mask.any() else 0
+        span = int(torch.where(mask, values.long(), lo).max()) - lo + 1
+        dtype = np.uint8 if span < 2**8 else np.uint16 if span < 2**16 else np.uint32 if span < 2**32 else np.uint64
+        # (int32 maps stay int32: the engine's bins span at most 256 levels; anything else is widened)
+        wide = values if values.dtype == torch.int64 or (values.dtype == torch.int32 and span < 2**30) else values.long()
+        code = torch.where(mask, wide - (lo - 1), 0).numpy().astype(dtype, copy=False)
     else:  # any other values: their rank among the distinct values inside the mask
         uniq, inv = torch.unique(values[mask], return_inverse=True)
         span = len(uniq)
-        code = torch.zeros(mask.shape, dtype=torch.long)
-        code[mask] = inv + 1
-    dtype = np.uint8 if span < 2**8 else np.uint16 if span < 2**16 else np.uint32 if span < 2**32 else np.uint64
-    # The maps stacked into one 2D image with an empty row between them: one 2D labelling of the whole
-    # stack (cc3d's 3D connectivities would link neighbouring maps), the empty rows keep maps apart.
-    v = np.zeros((n, h + 1, w), dtype)
-    v[:, :h] = torch.where(mask, code, 0).numpy()
+        dtype = np.uint8 if span < 2**8 else np.uint16 if span < 2**16 else np.uint32 if span < 2**32 else np.uint64
+        code = np.zeros(mask.shape, dtype)
+        code[mask.numpy()] = (inv + 1).numpy()
+    # The maps stacked into one 2D image: one 2D labelling of the whole stack (cc3d's 3D connectivities
+    # would link neighbouring maps). An empty row between maps keeps them apart; maps whose last row
+    # is already empty (the radiomics engine's pages) need none.
+    if n > 1 and bool(mask[:, -1].any()):
+        v = np.zeros((n, h + 1, w), dtype)
+        v[:, :h] = code
+        hh = h + 1
+    else:
+        v, hh = code, h
     lab = cc3d.connected_components(v.reshape(-1, w), connectivity=connectivity, out_dtype=np.uint32)
-    return torch.from_numpy(lab.reshape(n, h + 1, w)[:, :h].astype(np.int64)) - 1
+    return torch.from_numpy(lab.reshape(n, hh, w)[:, :h].astype(np.int64)) - 1
 
 
 class Regions(NamedTuple):
