@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TWIN_DIR ?= .cache/twin
 
-.PHONY: install test smoke bench-smoke bench-all gallery perf-twin perf-loader clean
+.PHONY: install test smoke bench-smoke bench-all gallery perf perf-twin perf-loader gpu-checklist clean
 
 install:  ## create .venv with torch, the design-card stack, pyradiomics (reference) and cxrbench (editable)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,12 @@ bench-all:  ## the full suite on the real releases under $$CXR_DATA (GPU node)
 
 gallery:  ## results/twin_gallery.png: one twin image per finding with its box or mask
 	$(PY) -m benchmarks.gallery --out results/twin_gallery.png
+
+perf:  ## every speed figure of the README in one table (ours, reference, ratio)
+	$(PY) -m benchmarks.perf
+
+gpu-checklist:  ## on a GPU machine: every item of shared/gpu-checklist.md into results/gpu/ (then commit it)
+	$(PY) benchmarks/gpu_checklist.py all
 
 perf-twin:  ## images/s per core of the twin generator
 	$(PY) benchmarks/perf/twin.py

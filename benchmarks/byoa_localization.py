@@ -30,6 +30,7 @@ from cxrbench.methods import RGT  # noqa: E402
 from cxrbench.provenance import commit, data_provenance  # noqa: E402
 from data_modules import NIH  # noqa: E402
 from data_modules.io import atomic_write_text  # noqa: E402
+from data_modules.transforms import to_float  # noqa: E402
 
 
 def byoa_against_chance(model: RGT, loader, seed: int = 0) -> dict[str, dict[str, float]]:
@@ -38,7 +39,7 @@ def byoa_against_chance(model: RGT, loader, seed: int = 0) -> dict[str, dict[str
     model.eval()
     with torch.no_grad():
         for batch in loader:
-            x = batch["image"].to(model.device)
+            x = to_float(batch["image"].to(model.device))  # uint8 batches, as Method.on_after_batch_transfer does
             maps, boxes, fallback = model.byoa(model.vit(x)[1], x.shape[-2:])
             tally.update(maps, boxes, batch["boxes"], batch["box_labels"], fallback)
     return {c: {m: round(v, 4) for m, v in row.items()} for c, row in tally.summary().items()}
@@ -62,6 +63,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on a GPU")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write the JSON result here (atomically)")
     a = ap.parse_args(argv)
@@ -85,8 +87,8 @@ def main(argv=None) -> dict:
                 lam=a.lam, lr=a.lr, warmup_epochs=1, num_classes=len(classes), class_names=list(classes),
                 threshold="val_youden")
     trainer = L.Trainer(max_epochs=a.epochs, accelerator="gpu" if a.device.startswith("cuda") else "cpu",
-                        devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+                        devices=1, precision=a.precision, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
     t0 = time.perf_counter()
     trainer.fit(model, dm)
     fit_s = time.perf_counter() - t0

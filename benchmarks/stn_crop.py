@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data_modules.transforms import to_float
+
 
 def marker_coverage(dm, rows: np.ndarray, size: int) -> torch.Tensor | None:
     """[N, 1, size, size] share of each model-input pixel covered by marker ink (None: not a twin)."""
@@ -66,6 +68,7 @@ def measure(model, dm, n_gallery: int = 8) -> dict:
     model.eval()
     with torch.no_grad():
         for batch in dm.dataloader("test", shuffle=False):
+            batch["image"] = to_float(batch["image"])  # uint8 from the loader; Lightning's hook is not in this loop
             x, p = model.warp(batch["image"])
             params.append(p.float())
             rows.append(batch["index"])

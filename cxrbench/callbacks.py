@@ -154,7 +154,10 @@ class WandbTestMedia(L.Callback):
         import matplotlib.pyplot as plt
 
         out = []
+        from data_modules.transforms import to_float
+
         batch = next(iter(dm.dataloader("loc", shuffle=False)))
+        batch["image"] = to_float(batch["image"])  # outside Lightning's loops: uint8 as the loader gives it
         with torch.no_grad():
             maps = pl_module.heatmaps(batch["image"][: self.n_heatmaps].to(pl_module.device))
         if maps is None:

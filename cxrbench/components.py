@@ -4,8 +4,9 @@ Used by the radiomics engine (GLSZM zones: 8-connected, equal gray level) and by
 components of a binary map). Each pixel gets the smallest flat index (over the whole stack) of its
 region, -1 outside the mask; maps of the stack never merge.
 
-On the CPU: one C-speed ``scipy.ndimage.label`` per distinct value over the whole stack (the 3×3×3
-structure links pixels in-plane only). On a GPU: min-label propagation with pointer jumping, all maps
+On the CPU: ``cc3d`` (connected-components-3d) labels every value of the whole stack in one C++ pass
+(a multi-label labelling, which neither scipy nor scikit-image does: they label one binary image per
+value, ~18× slower on the radiomics engine's GLSZM zones). On a GPU: min-label propagation with pointer jumping, all maps
 at once (``propagate_regions``, also run on the CPU by the tests so both paths stay identical).
 """
 
@@ -46,27 +47,41 @@ def label_regions(values: torch.Tensor, mask: torch.Tensor, connectivity: int = 
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
     if mask.device.type != "cpu":
         return propagate_regions(values, mask, connectivity)
-    from scipy import ndimage
+    region = _label_cpu(values, mask, connectivity)  # 0..K-1 inside, -1 outside
+    return _smallest_member(region, mask) if canonical else region
+
+
+def _label_cpu(values: torch.Tensor, mask: torch.Tensor, connectivity: int) -> torch.Tensor:
+    """[N, H, W] -> long region ids 0..K-1 inside the mask, -1 outside (not canonical)."""
+    import cc3d
 
     n, h, w = mask.shape
-    # The maps stacked into one 2D image with an empty row between them: a 2D labelling is cheaper
-    # than a 3D one with an in-plane structure, and the empty rows keep maps apart.
-    mk = np.zeros((n, h + 1, w), bool)
-    mk[:, :h] = mask.numpy()
-    v = np.zeros((n, h + 1, w), values.numpy().dtype)
-    v[:, :h] = values.numpy()
-    mk, v = mk.reshape(-1, w), v.reshape(-1, w)
-    structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-    region = np.zeros(mk.shape, np.int64)
-    lab = np.empty(mk.shape, np.int32)
-    offset = 0
-    for g in torch.unique(values[mask]).numpy():
-        count = ndimage.label(mk & (v == g), structure=structure, output=lab)
-        np.add(lab, offset, out=lab, where=lab > 0)
-        region += lab
-        offset += count
-    region = torch.from_numpy(region.reshape(n, h + 1, w)[:, :h] - 1)  # 0..K-1 inside, -1 outside
-    return _smallest_member(region, mask) if canonical else region
+    # cc3d labels equal non-zero values; 0 is background. Values become 1..V inside the mask, 0 outside.
+    if values.dtype == torch.bool or not (values.is_floating_point() or values.is_complex()):
+        big = torch.iinfo(torch.long).max
+        lo = int(torch.where(mask, values.long(), big).min()) if mask.any() else 0
+        span = int(torch.where(mask, values.long(), lo).max()) - lo + 1
+        dtype = np.uint8 if span < 2**8 else np.uint16 if span < 2**16 else np.uint32 if span < 2**32 else np.uint64
+        # (int32 maps stay int32: the engine's bins span at most 256 levels; anything else is widened)
+        wide = values if values.dtype == torch.int64 or (values.dtype == torch.int32 and span < 2**30) else values.long()
+        code = torch.where(mask, wide - (lo - 1), 0).numpy().astype(dtype, copy=False)
+    else:  # any other values: their rank among the distinct values inside the mask
+        uniq, inv = torch.unique(values[mask], return_inverse=True)
+        span = len(uniq)
+        dtype = np.uint8 if span < 2**8 else np.uint16 if span < 2**16 else np.uint32 if span < 2**32 else np.uint64
+        code = np.zeros(mask.shape, dtype)
+        code[mask.numpy()] = (inv + 1).numpy()
+    # The maps stacked into one 2D image: one 2D labelling of the whole stack (cc3d's 3D connectivities
+    # would link neighbouring maps). An empty row between maps keeps them apart; maps whose last row
+    # is already empty (the radiomics engine's pages) need none.
+    if n > 1 and bool(mask[:, -1].any()):
+        v = np.zeros((n, h + 1, w), dtype)
+        v[:, :h] = code
+        hh = h + 1
+    else:
+        v, hh = code, h
+    lab = cc3d.connected_components(v.reshape(-1, w), connectivity=connectivity, out_dtype=np.uint32)
+    return torch.from_numpy(lab.reshape(n, hh, w)[:, :h].astype(np.int64)) - 1
 
 
 class Regions(NamedTuple):

@@ -6,7 +6,7 @@ A dataset is a ``DatasetIndex``: a metadata table (one row per image file: ``pat
 ``CXRDataModule`` only builds the index and its splits; reading, caching, label fractions,
 transforms and batching are here, identical for every dataset and every method.
 
-A batch is a dict: ``image`` float [B, 1, H, W] in [0, 1]; ``label`` float [B, C] (NaN = unknown) or
+A batch is a dict: ``image`` uint8 [B, 1, H, W] (float32 in [0, 1] once on the device: ``transforms.to_float``); ``label`` float [B, C] (NaN = unknown) or
 long [B] for multi-class tasks; ``index`` (row of the index) and ``patient_id``; ``mask`` uint8
 [B, 1, H, W] where masks exist; ``boxes`` (list of float [k, 4] XYXY pixels of the transformed image; empty for images without boxes)
 and ``box_labels`` (list of long [k], class positions, -1 outside the label set) where boxes exist.

@@ -1,7 +1,10 @@
 """Every paper's input pipeline, in one place (torchvision v2: images, boxes and masks move together).
 
-Images enter as uint8 tv_tensors.Image [1, H, W] and leave as float32 in [0, 1]; boxes
-(tv_tensors.BoundingBoxes, XYXY pixels) and masks (tv_tensors.Mask) receive the same geometry.
+Images enter as uint8 tv_tensors.Image [1, H, W] and leave as uint8: batches cross the worker pipe
+and the host-to-device copy at a quarter of float32's bytes, and become float32 in [0, 1] on the
+device (``to_float``, which every method's ``on_after_batch_transfer`` applies: exactly torchvision's
+``ToDtype(float32, scale=True)``, which ended this pipeline before). Boxes (tv_tensors.BoundingBoxes,
+XYXY pixels) and masks (tv_tensors.Mask) receive the same geometry.
 
 | preset      | paper (section)                  | train                                         | eval                     |
 |-------------|----------------------------------|-----------------------------------------------|--------------------------|
@@ -21,12 +24,20 @@ Images enter as uint8 tv_tensors.Image [1, H, W] and leave as float32 in [0, 1];
 from __future__ import annotations
 
 import torch
-from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 PRESETS = ("rgt", "amm", "stn", "gmml", "camcontrast", "camcontrast_seg", "contrastive", "seg", "plain")
 DEFAULT_SIZE = {"rgt": 224, "amm": 224, "stn": 512, "gmml": 256, "camcontrast": 224, "camcontrast_seg": 224,
                 "contrastive": 224, "seg": 224, "plain": 224}
+
+
+def to_float(image: torch.Tensor) -> torch.Tensor:
+    """A batch's uint8 images (any shape: [B, 1, H, W], [B, V, 1, H, W]) -> float32 in [0, 1], on their
+    device; float images pass unchanged. Readers of a DataModule's batches outside Lightning's loops
+    (which call ``Method.on_after_batch_transfer``) apply it themselves."""
+    if image.dtype == torch.uint8:
+        return v2.functional.to_dtype(image, torch.float32, scale=True)
+    return image
 
 
 def build_transforms(preset: str, train: bool, size: int | None = None, eval_size: int | None = None) -> v2.Compose:
@@ -35,7 +46,7 @@ def build_transforms(preset: str, train: bool, size: int | None = None, eval_siz
     size = int(size or DEFAULT_SIZE[preset])
     eval_size = int(eval_size or size)
     # Boxes pushed past the border by crops are clamped, never dropped, so box labels stay aligned.
-    tail = [v2.ClampBoundingBoxes(), v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)]
+    tail = [v2.ClampBoundingBoxes()]
     if preset == "rgt":
         pre = round(size * 256 / 224)
         ops = ([v2.Resize((pre, pre), antialias=True), v2.RandomCrop(size), v2.RandomHorizontalFlip()]

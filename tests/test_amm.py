@@ -14,6 +14,7 @@ import torch
 
 from cxrbench.methods import AMM, GAPBaseline
 from cxrbench.models.amm_head import AMMHead, SameAvgPool2x2
+from data_modules.transforms import to_float
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ def _pointing_and_overlap(model, dm):
     tally = VersusChance(model.class_names)
     with torch.no_grad():
         for batch in dm.dataloader("loc", shuffle=False):
-            maps = model.heatmaps(batch["image"])
+            maps = model.heatmaps(to_float(batch["image"]))  # outside Lightning's loops: uint8 as loaded
             top = torch.stack([torch.as_tensor(heatmap_to_boxes(hm.numpy(), model.loc_threshold)[0, :4])
                                for hm in maps[:, 0]])[:, None]
             tally.update(maps, top, batch["boxes"], batch["box_labels"])

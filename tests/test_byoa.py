@@ -101,3 +101,18 @@ def test_equal_value_regions_8_connected_on_both_paths():
     for v, m, lab in zip(values.numpy(), mask.numpy(), labels.numpy()):
         expected = sum(ndimage.label(m & (v == g), structure=structure)[1] for g in np.unique(v[m]))
         assert len(np.unique(lab[m])) == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int32, torch.int64, torch.float32])
+def test_cc3d_labels_equal_the_propagation_for_every_value_type(dtype):
+    # The CPU labelling (cc3d) recodes values to 1..V and stacks maps with an empty row between them
+    # unless their last row is already empty; both must give the GPU path's regions.
+    rng = np.random.default_rng(3)
+    for empty_last_row in (False, True):
+        high = 2 if dtype == torch.bool else 256 if dtype == torch.uint8 else 3
+        values = torch.from_numpy(rng.integers(0, high, (5, 13, 11))).to(dtype)
+        mask = torch.from_numpy(rng.uniform(size=(5, 13, 11)) > 0.3)
+        if empty_last_row:
+            mask[:, -1] = False
+        for connectivity in (4, 8):
+            assert torch.equal(label_regions(values, mask, connectivity), propagate_regions(values, mask, connectivity))

@@ -17,6 +17,7 @@ from cxrbench.methods import CAMContrast, CAMContrastCAM, LinearProbe
 from data_modules import NIH, NIHCrops
 from data_modules.crops import CROP_NAMES, HeatmapStore, crop_origins
 from data_modules.io import DataError
+from data_modules.transforms import to_float
 
 TINY = {"encoder": "unet", "encoder_kwargs": {"width": 4, "depth": 4}}
 
@@ -258,7 +259,7 @@ def test_stage1_learns_the_coarse_label_and_scores_its_heatmaps_against_every_bo
     tally = VersusChance(["Abnormal"], seed=0)
     with torch.no_grad():
         for b in dm.dataloader("loc", shuffle=False):
-            maps = model.heatmaps(b["image"])
+            maps = model.heatmaps(to_float(b["image"]))
             boxes = [heatmap_to_boxes(hm.numpy(), model.loc_threshold) for hm in maps[:, 0]]
             top = torch.stack([torch.as_tensor(bx[0, :4] if len(bx) else np.array([0.0, 0.0, 64.0, 64.0]))
                                for bx in boxes])[:, None]  # a flat map (no box): the whole image

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from data_modules import COVIDx, DataError, Lungs, NIH, SIIM, CheXpert
+from data_modules.transforms import to_float
 
 KW = dict(batch_size=4, image_size=64, cache_size=96)
 
@@ -21,7 +22,9 @@ def cache_dir(tmp_path):
 
 
 def _batch(dm, split="train"):
-    return next(iter(dm.dataloader(split, shuffle=False)))
+    b = next(iter(dm.dataloader(split, shuffle=False)))
+    assert b["image"].dtype == torch.uint8  # batches travel as uint8; methods make them float on the device
+    return {**b, "image": to_float(b["image"])}
 
 
 @pytest.mark.parametrize("protocol", ["official", "rgt", "amm"])
@@ -82,7 +85,7 @@ def test_siim_masks_line_up_with_the_lucent_pneumothorax(twin_factory, cache_dir
     for split in ("train", "val", "test"):
         for b in dm.dataloader(split, shuffle=False):
             assert b["mask"].shape == b["image"].shape and b["mask"].dtype == torch.uint8
-            for img, m in zip(b["image"][:, 0], b["mask"][:, 0].bool()):
+            for img, m in zip(to_float(b["image"])[:, 0], b["mask"][:, 0].bool()):
                 if m.sum() > 15:
                     diffs.append(float(img[m].mean() - img[~m].mean()))
                     mf = m.flip(-1)
@@ -222,3 +225,22 @@ def _empty_split(tmp_path, cache_dir):
     root = generate("covidx", tmp_path / "cx", n=12, size=32, workers=1)
     sources = sorted({line.split()[3] for f in ("train", "val", "test") for line in (root / f"{f}.txt").read_text().splitlines()})
     COVIDx(root, held_out_sources=sources, cache_dir=cache_dir, **KW).setup()
+
+
+def test_batches_travel_as_uint8_and_every_method_makes_them_float(twin_factory, cache_dir):
+    """A quarter of the bytes through the worker pipe: images stay uint8 to the device, where the
+    Method base turns them into exactly what the workers' ToDtype(float32, scale=True) gave before."""
+    from torchvision.transforms import v2
+
+    from cxrbench.methods.base import Method
+
+    root = twin_factory("nih", n=90, size=128)
+    dm = NIH(root, protocol="official", label_set="nih8", cache_dir=cache_dir, views=2, **KW)
+    dm.setup()
+    b = next(iter(dm.dataloader("train", shuffle=False)))
+    assert b["image"].shape == (4, 2, 1, 64, 64) and b["image"].dtype == torch.uint8  # views: [B, V, 1, H, W]
+    raw = b["image"].clone()
+    out = Method().on_after_batch_transfer(b, 0)
+    assert out["image"].dtype == torch.float32 and out["image"].shape == raw.shape
+    assert torch.equal(out["image"], v2.ToDtype(torch.float32, scale=True)(raw))
+    assert Method().on_after_batch_transfer({"image": out["image"]}, 0)["image"] is out["image"]  # float: as is

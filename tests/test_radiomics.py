@@ -163,6 +163,21 @@ def test_boxes_are_clipped_and_equal_masks():
     assert torch.equal(torch.isnan(a), torch.isnan(b)) and torch.allclose(a.nan_to_num(), b.nan_to_num())
 
 
+def test_boxes_copied_box_by_box_equal_the_vectorised_gather(monkeypatch):
+    # On the CPU, boxes are copied into the pages slice by slice; a GPU takes the vectorised gather.
+    from cxrbench.radiomics import engine
+
+    images, _ = _rois(12, seed=6)
+    rng = np.random.default_rng(6)
+    xy = rng.integers(-5, 80, (12, 2))
+    boxes = torch.from_numpy(np.concatenate([xy, xy + rng.integers(2, 40, (12, 2))], 1))
+    copied = extract(torch.from_numpy(images), boxes=boxes)
+    monkeypatch.setattr(engine, "COPY_BOXES_ON_CPU", False)
+    gathered = extract(torch.from_numpy(images), boxes=boxes)
+    assert torch.equal(copied.isnan(), gathered.isnan()) and not copied.isnan().all()
+    assert torch.equal(copied.nan_to_num(), gathered.nan_to_num())
+
+
 def test_bad_input_is_refused_clearly():
     img = torch.zeros(2, 8, 8)
     with pytest.raises(RadiomicsInputError, match="differ in shape"):
@@ -175,6 +190,10 @@ def test_bad_input_is_refused_clearly():
         extract(bad, masks=torch.ones(2, 8, 8, dtype=torch.bool))
     with pytest.raises(RadiomicsInputError, match="negative width"):
         extract(img, boxes=torch.tensor([[5, 5, 2, 7], [0, 0, 3, 3]]))
+    with pytest.raises(RadiomicsInputError, match="NaN pixels"):
+        extract(bad, boxes=torch.tensor([[0, 0, 3, 3], [0, 0, 3, 3]]))
+    with pytest.raises(RadiomicsInputError, match="3 boxes for 2 images"):
+        extract(img, boxes=torch.tensor([[0, 0, 3, 3]] * 3))
 
 
 def test_non_integer_gray_values_take_the_sorted_path_and_still_match():
@@ -189,7 +208,7 @@ def test_non_integer_gray_values_take_the_sorted_path_and_still_match():
 def test_diameters_from_hull_candidates_equal_all_vertex_pairs():
     # PyRadiomics compares all O(V²) mesh vertices; the engine keeps only row extremes that can be
     # hull vertices. On random blobs and boxes, brute force over every vertex must agree exactly.
-    from cxrbench.radiomics.engine import _mesh_shape
+    from cxrbench.radiomics.engine import _bounding_boxes, _gather, _mesh_shape
 
     rng = np.random.default_rng(11)
     masks = []
@@ -204,7 +223,9 @@ def test_diameters_from_hull_candidates_equal_all_vertex_pairs():
         masks.append(m)
     masks = np.stack(masks)
     out = torch.full((len(masks), len(FEATURE_NAMES)), np.nan, dtype=torch.float64)
-    _mesh_shape(torch.from_numpy(masks), out)
+    m = torch.from_numpy(masks)
+    # the masks packed into pages as extract() packs a chunk of ROIs
+    _mesh_shape(_gather(torch.zeros(m.shape), m, torch.arange(len(m)), *_bounding_boxes(m), 25.0), out)
     for m, row in zip(masks, out.numpy()):
         ys, xs = np.nonzero(m)
         if len(ys) == 0:
@@ -253,14 +274,14 @@ def test_partition_labels_equal_canonical_labels():
 
 
 def test_the_gpu_zone_labelling_gives_the_same_features(monkeypatch):
-    # On a GPU the GLSZM zones come from min-label propagation instead of scipy (labels are then the
+    # On a GPU the GLSZM zones come from min-label propagation instead of cc3d (labels are then the
     # smallest member index, not consecutive); run that path on the CPU so it is checked here too.
     from cxrbench.components import propagate_regions
     from cxrbench.radiomics import engine
 
     images, masks = _rois(30, seed=4)
-    scipy_zones = extract(torch.from_numpy(images), masks=torch.from_numpy(masks))
+    cpu_zones = extract(torch.from_numpy(images), masks=torch.from_numpy(masks))
     monkeypatch.setattr(engine, "label_regions", lambda v, m, c, canonical=True: propagate_regions(v, m, c))
     propagated = extract(torch.from_numpy(images), masks=torch.from_numpy(masks))
-    assert torch.equal(torch.isnan(scipy_zones), torch.isnan(propagated))
-    assert torch.allclose(scipy_zones.nan_to_num(), propagated.nan_to_num(), rtol=1e-12, atol=0)
+    assert torch.equal(torch.isnan(cpu_zones), torch.isnan(propagated))
+    assert torch.allclose(cpu_zones.nan_to_num(), propagated.nan_to_num(), rtol=1e-12, atol=0)

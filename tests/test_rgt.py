@@ -11,6 +11,7 @@ import torch
 from cxrbench.localization.chance import VersusChance
 from cxrbench.methods import RGT, ViTBaseline
 from cxrbench.models.byoa import ClassBoxPrior
+from data_modules.transforms import to_float
 
 
 TINY = dict(img_size=64, patch_size=8, dim=32, depth=2, heads=2, warmup_epochs=1)
@@ -115,7 +116,8 @@ def test_rgt_learns_cardiomegaly_and_reports_its_boxes(twin_factory, tmp_path):
     tally = VersusChance(model.class_names)
     with torch.no_grad():
         for batch in dm.dataloader("loc", shuffle=False):
-            maps, boxes, fallback = model.byoa(model.vit(batch["image"])[1], batch["image"].shape[-2:])
+            image = to_float(batch["image"])  # outside Lightning's loops: uint8 as the loader gives it
+            maps, boxes, fallback = model.byoa(model.vit(image)[1], image.shape[-2:])
             tally.update(maps, boxes, batch["boxes"], batch["box_labels"], fallback)
     r = tally.summary()["Cardiomegaly"]
     assert r["n"] >= 10

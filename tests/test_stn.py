@@ -22,6 +22,7 @@ from cxrbench.metrics import auc
 from cxrbench.models.stn import (LocalisationNet, affine_sample, localisation_flat_size, mask_boxes, paired_iou,
                                  sampled_window, square_crop_params, theta_matrix)
 from data_modules import CheXpert, DataError, Lungs
+from data_modules.transforms import to_float
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(vgg_width=0.0625, vgg_hidden=64, vgg_batch_norm=True)  # CPU-sized VGG16 (see the method docstring)
@@ -138,7 +139,7 @@ def test_stn_learns_normal_vs_abnormal(chexpert_twin, cache_dir, one_thread):
     with torch.no_grad():
         for split in ("val", "test"):
             for b in dm.dataloader(split, shuffle=False):
-                x, p = m.warp(b["image"])
+                x, p = m.warp(to_float(b["image"]))
                 preds.append(m.classifier(x).sigmoid())
                 target.append(b["label"])
                 params.append(p)
@@ -193,7 +194,7 @@ def test_thorax_box_regressor_overlaps_held_out_lung_boxes(lungs_twin, cache_dir
     record = read_artifact(path, "thorax_boxes")
     assert record["payload"]["image_size"] == SIZE and record["producer"]["run_id"] == "test"
     crop = ThoraxCrop(boxes=str(path), image_size=SIZE, **TINY)
-    x = next(iter(dm.dataloader("test", shuffle=False)))["image"]
+    x = to_float(next(iter(dm.dataloader("test", shuffle=False)))["image"])
     out, params = crop.warp(x)
     boxes, conf = crop.boxes(x)
     assert out.shape == x.shape and torch.all((params == torch.tensor([1.0, 1.0, 0, 0])).all(1) == (conf < 0.9))

@@ -19,28 +19,38 @@ from data_modules.twin.io import default_workers
 from data_modules.twin.sources import lung_bank
 
 
-def main(argv=None) -> None:
+def measure(n: int = 24, sizes=(512, 1024), log=print) -> dict:
+    """images/s on one core per dataset and size, and the projected 3,000-image NIH twin at 512²."""
+    lung_bank()  # built once and cached; not part of the per-image cost
+    tmp = Path(tempfile.mkdtemp(prefix="cxrbench-perf-"))
+    rates = {}
+    out = {"n": n, "img_per_s_per_core": {}}
+    try:
+        log(f"{'dataset':<10}{'size':>6}{'img/s/core':>12}")
+        for size in sizes:
+            for ds in WRITERS:
+                t = time.perf_counter()
+                generate(ds, tmp / f"{ds}{size}", n=n, seed=0, size=size, workers=1)
+                rates[ds, size] = n / (time.perf_counter() - t)
+                out["img_per_s_per_core"][f"{ds}_{size}"] = rates[ds, size]
+                log(f"{ds:<10}{size:>6}{rates[ds, size]:>12.1f}")
+        if ("nih", 512) in rates:
+            cores = default_workers()
+            out["cores"] = cores
+            out["projected_nih_3000_512_s"] = 3000 / (rates["nih", 512] * cores)
+            log(f"projected NIH twin, 3,000 images at 512² on {cores} cores: "
+                f"{out['projected_nih_3000_512_s']:.0f} s (target < 120 s)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     args = ap.parse_args(argv)
-    lung_bank()  # built once and cached; not part of the per-image cost
-    tmp = Path(tempfile.mkdtemp(prefix="cxrbench-perf-"))
-    rates = {}
-    try:
-        print(f"{'dataset':<10}{'size':>6}{'img/s/core':>12}")
-        for size in args.sizes:
-            for ds in WRITERS:
-                t = time.perf_counter()
-                generate(ds, tmp / f"{ds}{size}", n=args.n, seed=0, size=size, workers=1)
-                rates[ds, size] = args.n / (time.perf_counter() - t)
-                print(f"{ds:<10}{size:>6}{rates[ds, size]:>12.1f}", flush=True)
-        if ("nih", 512) in rates:
-            cores = default_workers()
-            print(f"projected NIH twin, 3,000 images at 512² on {cores} cores: "
-                  f"{3000 / (rates['nih', 512] * cores):.0f} s (target < 120 s)")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return measure(args.n, args.sizes)
 
 
 if __name__ == "__main__":

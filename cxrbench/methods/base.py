@@ -20,6 +20,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from data_modules.transforms import to_float
+
 from ..artifacts import ArtifactError, save_encoder
 
 
@@ -79,3 +81,10 @@ class Method(L.LightningModule):
         if kind == "encoder" and isinstance(getattr(self, "encoder", None), Encoder):
             return save_encoder(path, self.encoder, producer)
         raise ArtifactError(f"{type(self).__name__} does not produce a {kind!r} artifact")
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Batch images travel as uint8 (a quarter of float32's bytes through the worker pipe and the
+        host-to-device copy) and become float32 in [0, 1] here, on the device, for every method."""
+        if isinstance(batch, dict) and "image" in batch:
+            batch["image"] = to_float(batch["image"])
+        return batch

@@ -147,12 +147,15 @@ class ClassificationMethod(Method):
     # ---------------------------------------------------------------- test metrics
     @torch.no_grad()
     def _val_predictions(self):
+        from data_modules.transforms import to_float
+
         dm = self.trainer.datamodule
         preds, target = [], []
         was_training = self.training
         self.eval()
         for batch in dm.dataloader("val", shuffle=False):
-            preds.append(self.probabilities(self(batch["image"].to(self.device))).cpu())
+            # a loop outside Lightning's: the uint8 batch is made float here, as on_after_batch_transfer does
+            preds.append(self.probabilities(self(to_float(batch["image"].to(self.device)))).cpu())
             target.append(self._targets(batch["label"]).cpu())
         self.train(was_training)
         return torch.cat(preds), torch.cat(target)

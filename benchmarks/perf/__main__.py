@@ -1,0 +1,3 @@
+from benchmarks.perf.summary import main
+
+main()
