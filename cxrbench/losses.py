@@ -5,6 +5,7 @@
   positives, outside the log), as CAMContrast's SupCon baseline uses it.
 - ``masked_bce`` / ``masked_focal``: multi-label losses where NaN labels are unknown and do not count.
 - ``dice_loss``: MONAI's ``DiceLoss`` (sigmoid, pooled over the batch, smooth 1), CAMContrast's form.
+- ``masked_l1``: GMML's reconstruction loss, L1 on the corrupted pixels only.
 
 NT-Xent and SupCon are written here (a masked cross-entropy each) because the one library that has
 them, pytorch-metric-learning, is outside the design card's stack; the tests check both against it.
@@ -68,3 +69,13 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -
     from monai.losses import DiceLoss
 
     return DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth, smooth_dr=smooth)(logits, target.float())
+
+
+def masked_l1(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 between ``recon`` and ``target`` over the pixels where ``mask`` is set, averaged over those
+    pixels of the whole batch (GMML: SS-CXR Eq. 1 up to its normalisation; the public code's mean).
+    Pixels outside the mask contribute neither value nor gradient."""
+    m = mask.to(torch.bool).expand_as(target)
+    if not m.any():
+        return recon.sum() * 0.0
+    return (recon - target).abs()[m].mean()

@@ -9,6 +9,7 @@ from .amm import AMM, GAPBaseline
 from .base import Method
 from .classification import ClassificationMethod
 from .evaluation import EncoderClassifier, EncoderSegmenter, FineTune, LinearProbe
+from .gmml import GMML, UNETRSegmenter
 from .pretraining import PretrainingMethod
 from .rgt import RGT, ViTBaseline
 from .segmentation import SegmentationMethod
@@ -19,8 +20,9 @@ METHODS = {
     "rgt": RGT, "vit": ViTBaseline,
     "supce": SupCE, "simclr": SimCLR, "supcon": SupCon,
     "linear": LinearProbe, "finetune": FineTune, "unet": EncoderSegmenter,
+    "gmml": GMML, "unetr": UNETRSegmenter,
 }
 
 __all__ = ["METHODS", "Method", "ClassificationMethod", "SegmentationMethod", "PretrainingMethod",
            "EncoderClassifier", "LinearProbe", "FineTune", "EncoderSegmenter", "AMM", "GAPBaseline", "RGT",
-           "ViTBaseline", "SupCE", "SimCLR", "SupCon"]
+           "ViTBaseline", "SupCE", "SimCLR", "SupCon", "GMML", "UNETRSegmenter"]
