@@ -209,11 +209,18 @@ def test_a_pretraining_split_that_would_include_test_or_held_out_images_is_refus
     leaky.make_splits = lambda index: {**(s := make(index)), "train": np.union1d(s["train"], s["test"][:3])}
     with pytest.raises(DataError, match="would include 3 image\\(s\\) of the 'test' split"):
         _trainer(1).fit(gmml, leaky)
+    shared = COVIDx(root, held_out_sources=["cohen", "actmed"], **kw)
+    shared.setup()
+    meta, splits = shared.index.meta, shared.splits
+    t, r = splits["test"][0], splits["train"][0]  # a test image re-labelled as a training patient's film
+    meta.loc[t, ["patient_id", "source"]] = meta.loc[r, ["patient_id", "source"]].to_numpy()
+    with pytest.raises(DataError, match="1 patient\\(s\\) of the 'test' split also have images in the pretraining"):
+        _trainer(1).fit(gmml, shared)
     assert all(torch.equal(before[k], v) for k, v in gmml.encoder.state_dict().items())  # not one step taken
 
 
 # ---------------------------------------------------------------------------------------- sweeps
-def test_one_gmml_pretraining_feeds_every_sscxr_cell_and_every_paper_row_has_its_numbers(monkeypatch):
+def test_gmml_pretraining_feeds_every_sscxr_cell_and_every_paper_row_has_its_numbers(monkeypatch):
     from pathlib import Path
 
     from cxrbench.papers import reference
@@ -223,11 +230,14 @@ def test_one_gmml_pretraining_feeds_every_sscxr_cell_and_every_paper_row_has_its
     monkeypatch.setenv("CXR_DATA", "/data")
     for name in ("sscxr.yaml", "sscxr_smoke.yaml"):
         spec = load_spec(repo / "benchmarks" / name, repo=repo)
-        producer, = [c for c in spec.cells if c.produces]
-        assert producer.name == "gmml-covidx" and producer.task is None and producer.produces == ("encoder",)
-        assert producer.config["model"]["init_args"]["exclude_sources"] == ["cohen", "actmed"]
+        producers = {c.run_id: c for c in spec.cells if c.produces}
+        # paper scale: one pretraining for every cell; smoke: one per ViT geometry (patch 8 / UNETR's 16)
+        assert len(producers) == (1 if name == "sscxr.yaml" else 2)
+        for p in producers.values():
+            assert p.method == "gmml" and p.task is None and p.produces == ("encoder",)
+            assert p.config["model"]["init_args"]["exclude_sources"] == ["cohen", "actmed"]
         gmml_rows = [c for c in spec.cells if c.method.startswith("gmml") and c.task]
-        assert gmml_rows and all(c.needs["encoder"].run_id == producer.run_id for c in gmml_rows)
+        assert gmml_rows and all(c.needs["encoder"].run_id in producers for c in gmml_rows)
         for c in spec.cells:
             if c.task in ("covidx", "lung-seg"):
                 metric = "auc/mean" if c.task == "covidx" else "dice/mean"
@@ -240,7 +250,8 @@ def test_one_gmml_pretraining_feeds_every_sscxr_cell_and_every_paper_row_has_its
 FT_TWIN = {"n": 300, "size": 64}  # COVIDx twin: ~210 train / ~25 val / ~26 test images outside cohen/actmed
 
 
-def _gmml_vs_scratch(root, seed: int, cache_dir: str, pre_epochs: int = 15, ft_epochs: int = 9) -> dict:
+def _gmml_vs_scratch(root, seed: int, cache_dir: str, pre_epochs: int = 15, ft_epochs: int = 9,
+                     decoder: str = "public") -> dict:
     """GMML-pretrain the small ViT on the twin's train split (no labels), then fine-tune it and the same
     ViT from scratch on covid vs rest with half the training labels, same seed, epochs and the paper's
     lr 5e-4; AUC on the val + test images (neither used for training or model selection)."""
@@ -252,7 +263,8 @@ def _gmml_vs_scratch(root, seed: int, cache_dir: str, pre_epochs: int = 15, ft_e
                       cache_size=64, cache_dir=cache_dir, batch_size=batch, fraction=fraction)
 
     L.seed_everything(seed)
-    pre = GMML(encoder_kwargs=SMALL_VIT, decoder="public", lr=1e-3, warmup_epochs=1, exclude_sources=["cohen", "actmed"])
+    pre = GMML(encoder_kwargs=SMALL_VIT, decoder=decoder, decoder_dims=(256, 256, 64), lr=1e-3, warmup_epochs=1,
+               exclude_sources=["cohen", "actmed"])
     losses = []
 
     class Curve(L.Callback):
@@ -283,7 +295,9 @@ def test_gmml_pretraining_loss_falls_and_fine_tuning_from_it_beats_from_scratch(
     Measured (``python tests/test_gmml.py finetune 0,1,2,3,4,5``), AUC on val + test (51 images):
     GMML 0.633 / 0.924 / 0.566 / 0.931 / 0.704 / 0.928, scratch 0.493 / 0.503 / 0.507 / 0.493 / 0.495 /
     0.503 (at this budget the scratch ViT has not left chance yet); margins 0.06–0.44. GMML val loss
-    0.34–0.54 after epoch 1, 0.090–0.098 after epoch 15 on every seed. Seed 0 runs here."""
+    0.34–0.54 after epoch 1, 0.090–0.098 after epoch 15 on every seed. Seed 0 runs here. With the paper's
+    decoder narrowed to 256/256/64 (``finetune-paper``): GMML 0.924 / 0.850 / 0.475 / 0.640 / 0.762 / 0.939,
+    beating scratch on 5 seeds of 6 — the gain is real on average and its size depends on the seed."""
     r = _gmml_vs_scratch(twin_factory("covidx", **FT_TWIN), 0, str(tmp_path))
     print(f"GMML val loss {r['val_loss'][0]:.3f} -> {r['val_loss'][-1]:.3f}; AUC gmml {r['gmml']:.3f} scratch {r['scratch']:.3f}")
     assert r["val_loss"][-1] < 0.4 * r["val_loss"][0], r["val_loss"]
@@ -341,10 +355,10 @@ if __name__ == "__main__":  # the measurements behind the learns tests' threshol
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     work = tempfile.mkdtemp(prefix="gmml-measure-")
     what, seeds = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
-    if what == "finetune":
+    if what.startswith("finetune"):  # finetune (the test's: public decoder) or finetune-paper (256/256/64)
         root = generate("covidx", f"{work}/covidx", seed=0, workers=1, **FT_TWIN)
         for s in seeds:
-            r = _gmml_vs_scratch(root, s, work)
+            r = _gmml_vs_scratch(root, s, work, decoder="paper" if what.endswith("paper") else "public")
             print(f"seed {s}: AUC gmml {r['gmml']:.3f} scratch {r['scratch']:.3f}; GMML val loss "
                   + " ".join(f"{v:.3f}" for v in r["val_loss"]), flush=True)
     if what == "unetr":

@@ -200,6 +200,10 @@ def check_pretraining_rows(dm, exclude_sources: list[str] | tuple = (), check_pa
         return
     used = np.union1d(splits["train"], splits.get("val", np.array([], int)))
     meta = dm.index.meta
+    # a patient is (source, id) where sources exist: ids are per-site strings and may repeat across sites
+    patient = meta["patient_id"].astype(str)
+    if "source" in meta.columns:
+        patient = meta["source"].astype(str) + ":" + patient
     for name in ("test", "shift", "loc"):
         rows = splits.get(name)
         if rows is None or not len(rows):
@@ -210,7 +214,7 @@ def check_pretraining_rows(dm, exclude_sources: list[str] | tuple = (), check_pa
                             f"the {name!r} split (e.g. {meta['path'].iloc[both[0]]}): pretraining must never see "
                             "evaluation images; fix the DataModule's splits")
         if check_patients:
-            pids = set(meta["patient_id"].iloc[used].astype(str)) & set(meta["patient_id"].iloc[rows].astype(str))
+            pids = set(patient.iloc[used]) & set(patient.iloc[rows])
             if pids:
                 raise DataError(f"{dm.name}: {len(pids)} patient(s) of the {name!r} split also have images in the "
                                 f"pretraining split (e.g. {sorted(pids)[0]}); set check_patients: false only if "
