@@ -145,6 +145,25 @@ def test_every_encoder_tensor_of_a_gmml_artifact_lands_in_the_unetr_and_hidden_s
         assert seg(x).shape == (2, 1, 64, 64) and seg(torch.rand(1, 1, 80, 80)).shape == (1, 1, 80, 80)
 
 
+def test_a_gmml_vit_initialises_rgts_image_branch_exactly():
+    from cxrbench.methods.gmml import load_into_multitoken_vit
+    from cxrbench.models.rgt_model import MultiTokenViT
+
+    torch.manual_seed(0)
+    enc = build_encoder("vit_small_patch16", **SMALL_VIT).eval()
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    branch = MultiTokenViT(64, 8, 1, 1, 64, 4, 4, stem="patch").eval()
+    filled = load_into_multitoken_vit(branch, enc)
+    assert set(filled) == set(branch.state_dict())
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():  # one class token: the same network as the ViT
+        assert torch.allclose(branch(x)[0], enc.tokens(x)[-1], atol=1e-5)
+    with pytest.raises(ValueError, match="does not fit RGT's image branch"):
+        load_into_multitoken_vit(MultiTokenViT(64, 8, 1, 8, 64, 2, 4, stem="patch"), enc)
+
+
 # ---------------------------------------------------------------------------------------- bad input
 def test_artifacts_of_another_architecture_or_patch_size_are_refused_and_another_size_is_resampled(tmp_path, caplog):
     unet = save_encoder(tmp_path / "unet.pt", build_encoder("unet", width=4), {"run_id": "u"})

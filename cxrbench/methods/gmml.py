@@ -356,6 +356,37 @@ class GMML(PretrainingMethod):
         opt.param_groups[0]["weight_decay"] = wd
 
 
+# ---------------------------------------------------------------------------------------- RGT
+@torch.no_grad()
+def load_into_multitoken_vit(target: nn.Module, encoder) -> list[str]:
+    """Initialise RGT's image branch (``MultiTokenViT``, patch stem) from a registry ViT (e.g. GMML's):
+    patch projection, patch position embedding, blocks and final norm copied; each of the K class
+    tokens starts as the ViT's class token plus its position (MultiTokenViT gives class tokens no
+    position); LayerNorm eps set to the ViT's 1e-6. Every target tensor is filled (checked); returns the
+    names filled. Beyond the paper:
+    ``benchmarks/byoa_gmml.py`` asks whether this makes BYOA's boxes beat random ones."""
+    if encoder.kind != "vit":
+        raise ValueError(f"RGT's image branch takes a ViT; {encoder.encoder_name!r} is a {encoder.kind} encoder")
+    src = encoder.vit.state_dict()
+    dst = target.state_dict()
+    k = dst["cls"].shape[1]
+    mapped = {"cls": (src["cls_token"] + src["pos_embed"][:, :1]).expand(1, k, -1),
+              "pos": src["pos_embed"][:, 1:],
+              "patch.proj.weight": src["patch_embed.proj.weight"], "patch.proj.bias": src["patch_embed.proj.bias"]}
+    mapped.update({key: v for key, v in src.items() if key.startswith(("blocks.", "norm."))})
+    missing = sorted(set(dst) - set(mapped))
+    bad = {key: (tuple(v.shape), tuple(dst[key].shape) if key in dst else None) for key, v in mapped.items()
+           if key not in dst or v.shape != dst[key].shape}
+    if missing or bad:
+        raise ValueError(f"the ViT does not fit RGT's image branch (use stem='patch' and the ViT's patch size, width, "
+                         f"depth and heads): left at random init {missing[:5]}, mismatched {bad}")
+    target.load_state_dict({key: v.clone() for key, v in mapped.items()})
+    for m in target.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.eps = 1e-6  # the pretrained ViT's (timm's ViT); MultiTokenViT's blocks default to 1e-5
+    return sorted(mapped)
+
+
 # ---------------------------------------------------------------------------------------- UNETR
 class UNETRSegmenter(SegmentationMethod):
     """MONAI's UNETR on a registry ViT (SS-CXR §4.3): pretrained from an artifact, or random init.
