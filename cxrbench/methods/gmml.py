@@ -72,6 +72,18 @@ Paper vs public code, and what we chose:
 - Labels: never read by the objective; ``online_probe`` (off by default, on in the configs) trains a
   linear head on detached class-token features of the clean images as a running sign, never a result.
 
+Fine-tuning (``FineTune`` with ``benchmarks/configs/finetune_covidx.yaml``): class token after the final
+norm → Linear, AdamW 5e-4, wd 0.05, 256², 100 epochs (§4.2). Not in the paper, DeiT's defaults (which
+it says it follows): 5 warm-up epochs then cosine, drop path 0.1, batch 64; the checkpoint with the best
+validation AUC; operating point 0.5. Binary tasks use one logit and BCE (a 2-way softmax head is the
+same model up to a reparametrisation). The paper's binary "TPR" column is our TNR (``papers.py`` shows
+why). From-scratch rows ("ViT-S") are the same config without an artifact.
+
+Smoke scale only (``benchmarks/sscxr_smoke.yaml``): two small encoders (patch 8 for the fine-tunes,
+patch 16 × 12 blocks for UNETR) instead of one ViT-S, the fine-tunes' encoder pretrained with the
+public decoder (at twin scale its encoders fine-tuned more reliably: 6/6 seeds beat scratch vs 5/6 with
+the paper's decoder narrowed to 256/256/64, ``tests/test_gmml.py``), fewer epochs, higher GMML lr.
+
 UNETR (``UNETRSegmenter``; MONAI's UNETR with the ViT's weights mapped in, class token kept:
 ``cxrbench/models/unetr.py`` says how and why): feature size 16 and instance norm (MONAI's defaults;
 the paper is silent), Dice loss (silent; as the U-Net lung baseline), batch 8 (silent). The paper
