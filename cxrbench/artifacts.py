@@ -99,24 +99,47 @@ def save_encoder(path: str | Path, encoder, producer: dict | None = None) -> Pat
 
 
 def load_encoder(path: str | Path, expect_name: str | None = None, expect_kind: str | None = None,
-                 consumer: str = "this cell"):
+                 consumer: str = "this cell", expect_kwargs: dict | None = None):
     """Rebuild an encoder artifact by name and load its weights (every tensor, strictly).
 
     ``expect_name`` / ``expect_kind`` ("cnn" or "vit"): what the consumer's architecture needs; an
-    artifact of another one is refused with both names. Returns (encoder, record).
+    artifact of another one is refused with both names. ``expect_kwargs``: the consumer's encoder
+    arguments; one the encoder class lists in ``adaptable_kwargs`` (a ViT's ``img_size``) rebuilds
+    the encoder with the consumer's value and adapts the weights (the position embedding resampled,
+    logged), any other difference (patch size, width, depth…) is refused naming both values.
+    Returns (encoder, record).
     """
-    from .models.encoders import build_encoder
+    import inspect
+
+    from .models.encoders import ENCODERS, build_encoder
 
     record = read_artifact(path, "encoder", consumer)
     spec = record["payload"]["encoder"]
     if expect_name is not None and spec["name"] != expect_name:
         raise ArtifactError(f"{path} holds a {spec['name']!r} encoder {spec['kwargs']}, but {consumer} is built "
                             f"for a {expect_name!r} encoder")
-    encoder = build_encoder(spec["name"], **spec["kwargs"])
+    kwargs = dict(spec["kwargs"])
+    factory = ENCODERS.get(spec["name"])
+    if expect_kwargs:
+        defaults = {k: p.default for k, p in inspect.signature(factory).parameters.items()
+                    if p.default is not inspect.Parameter.empty} if factory is not None else {}
+        stored = {**defaults, **kwargs}
+        adaptable = getattr(factory, "adaptable_kwargs", ())
+        for key, want in expect_kwargs.items():
+            have = stored.get(key, "<unset>")
+            if have == want:
+                continue
+            if key not in adaptable:
+                raise ArtifactError(f"{path} holds a {spec['name']!r} encoder with {key}={have!r}, but {consumer} is "
+                                    f"built for {key}={want!r}: another architecture, refused (only "
+                                    f"{list(adaptable) or 'nothing'} can be adapted on loading)")
+            kwargs[key] = want
+    encoder = build_encoder(spec["name"], **kwargs)
     if expect_kind is not None and encoder.kind != expect_kind:
         raise ArtifactError(f"{path} holds a {spec['name']!r} encoder ({encoder.kind}), but {consumer} needs a "
                             f"{expect_kind} encoder")
-    missing, unexpected = encoder.load_state_dict(record["payload"]["state_dict"], strict=False)
+    state = encoder.adapt_state_dict(record["payload"]["state_dict"], spec["kwargs"])
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ArtifactError(f"{path}: the weights do not fit a {spec['name']!r} encoder {spec['kwargs']}: "
                             f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")

@@ -27,7 +27,7 @@ from data_modules.io import atomic_write_text
 
 from .localization import THRESHOLDS
 from .metrics.bootstrap import N_BOOT, paired_difference, patient_resamples, seed_mean_ci
-from .papers import reference
+from .papers import NOTES, reference
 from .results import read_results
 
 
@@ -42,8 +42,13 @@ class Board:
 
 BOARDS = (
     Board("auc", "Classification: AUC (mean over classes)",
-          ("nih8-cls", "nih-cardiomegaly", "chexpert-abnormal", "covidx", "nih14-linear"),
+          ("nih8-cls", "nih-cardiomegaly", "chexpert-abnormal", "nih14-linear"),
           (("auc/mean", "AUC"), ("pr_auc/mean", "PR-AUC"), ("f1/weighted", "F1 (weighted)"))),
+    # SS-CXR Tables 1–4: one row per fine-tune (method-task); shift/ = the held-out sources (COHEN, ACTMED).
+    # The paper's binary "TPR" column is the recall of the non-disease class: our TNR (see papers.py).
+    Board("covidx", "COVIDx (SS-CXR Tables 1–4): in-distribution test and held-out sources (shift/)", ("covidx",),
+          (("auc/mean", "AUC"), ("pr_auc/mean", "PR-AUC"), ("accuracy", "ACC"), ("tnr", "TNR (paper's TPR)"),
+           ("fpr", "FPR"), ("fnr", "FNR"), ("shift/auc/mean", "shift AUC"), ("shift/accuracy", "shift ACC"))),
     Board("iou", "Weakly supervised localization: IoU-accuracy (mean over classes)",
           ("nih8-loc", "nih-cardiomegaly"),
           tuple((f"iou_acc@{t}/mean", f"T={t}") for t in THRESHOLDS), row_by_task=True),
@@ -192,6 +197,9 @@ def render_board(board: Board, table: pd.DataFrame, records: list[dict]) -> tupl
     if sub.empty:
         return "\n".join(header + ["No runs on these tasks yet.", ""]), sub
     header += [*provenance(recs), ""]
+    notes = [f"Note ({t}): {NOTES[t]}" for t in board.tasks if t in NOTES and t in set(sub["task"])]
+    if notes:
+        header += [*notes, ""]
     index = {(r.task, r.method, r.fraction, r.metric): r for r in sub.itertuples(index=False)}
 
     def get(task, method, fraction, metric):

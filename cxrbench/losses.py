@@ -7,6 +7,7 @@
 - ``dice_loss``: MONAI's ``DiceLoss`` (sigmoid, pooled over the batch, smooth 1), CAMContrast's form.
 - ``minmax`` / ``cam_attention_loss``: CAMContrast stage 1's complementary guided attention loss (Eq. 4)
   on min-max normalised class activation maps, averaged over the batch as Eq. 2 does.
+- ``masked_l1``: GMML's reconstruction loss, L1 on the corrupted pixels only.
 
 NT-Xent and SupCon are written here (a masked cross-entropy each) because the one library that has
 them, pytorch-metric-learning, is outside the design card's stack; the tests check both against it.
@@ -96,3 +97,13 @@ def cam_attention_loss(cams: torch.Tensor, logits: torch.Tensor, label: torch.Te
     gate = (logits[:, 0] >= logits[:, 1]) & (label.reshape(-1) == 0)
     per_image = (1 - m[:, 0] + m[:, 1]).mean((-2, -1))
     return (per_image * gate.to(per_image.dtype)).sum() / max(1, len(per_image))
+
+
+def masked_l1(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 between ``recon`` and ``target`` over the pixels where ``mask`` is set, averaged over those
+    pixels of the whole batch (GMML: SS-CXR Eq. 1 up to its normalisation; the public code's mean).
+    Pixels outside the mask contribute neither value nor gradient."""
+    m = mask.to(torch.bool).expand_as(target)
+    if not m.any():
+        return recon.sum() * 0.0
+    return (recon - target).abs()[m].mean()

@@ -4,8 +4,11 @@
 Both label vocabularies are read: ``normal / pneumonia / COVID-19`` (CXR-2/3) and
 ``positive / negative`` (CXR-4, COVID-19 vs rest). Tasks (SS-CXR Tables 1–4):
 ``3class``; ``covid_vs_rest``; ``pathology_vs_healthy`` (pneumonia or COVID-19 vs normal);
-``pneumonia_vs_covid`` (normals ineligible). ``held_out_sources`` are removed from train/val/test and
-returned as the ``shift`` split: the distribution-shift test set.
+``pneumonia_vs_covid`` (normals ineligible); ``pneumonia_vs_rest`` (pneumonia vs normal or COVID-19,
+Table 3's "pneumonia / non-pneumonia"). ``held_out_sources`` are removed from train/val/test and
+returned as the ``shift`` split: the distribution-shift test set. A held-out name that no row
+carries, or that a row carries only up to case or punctuation ("COHEN" for "cohen"), is an error:
+either would let a held-out site into training silently.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ TASKS = {
     "covid_vs_rest": ["COVID-19"],
     "pathology_vs_healthy": ["pathology"],
     "pneumonia_vs_covid": ["COVID-19"],
+    "pneumonia_vs_rest": ["pneumonia"],
 }
 LAYOUT = "train.txt, test.txt (and val.txt) with lines 'patient_id filename label source'; images in train/, val/, test/"
 VOCAB_3 = {"normal", "pneumonia", "COVID-19"}
@@ -58,9 +62,15 @@ def labels_for_task(raw: pd.Series, task: str) -> pd.DataFrame:
         return pd.DataFrame({"COVID-19": (raw == "COVID-19").astype(np.float32).to_numpy()})
     if task == "pathology_vs_healthy":
         return pd.DataFrame({"pathology": (raw != "normal").astype(np.float32).to_numpy()})
+    if task == "pneumonia_vs_rest":
+        return pd.DataFrame({"pneumonia": (raw == "pneumonia").astype(np.float32).to_numpy()})
     out = np.array(raw == "COVID-19", dtype=np.float32)
     out[(raw == "normal").to_numpy()] = np.nan
     return pd.DataFrame({"COVID-19": out})
+
+
+def _source_key(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
 
 class COVIDx(CXRDataModule):
@@ -92,6 +102,12 @@ class COVIDx(CXRDataModule):
         if unknown:
             raise DataError(f"covidx: held_out_sources {unknown} not in this release; sources are "
                             f"{sorted(set(table['source']))}")
+        near = sorted({s for s in set(table["source"]) - set(self.held_out)
+                       if _source_key(s) in {_source_key(h) for h in self.held_out}})
+        if near:
+            raise DataError(f"covidx: rows with source(s) {near} match held_out_sources {self.held_out} only up to "
+                            "case or punctuation: they would train on a held-out site. Name every spelling in "
+                            "held_out_sources (or fix the list files)")
         task = "multiclass" if self.task_name == "3class" else "binary"
         return DatasetIndex("covidx", self.root, table, labels, task)
 

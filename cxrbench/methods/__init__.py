@@ -10,6 +10,7 @@ from .base import Method
 from .camcontrast import CAMContrast, CAMContrastCAM
 from .classification import ClassificationMethod
 from .evaluation import EncoderClassifier, EncoderSegmenter, FineTune, LinearProbe
+from .gmml import GMML, UNETRSegmenter
 from .pretraining import PretrainingMethod
 from .rgt import RGT, ViTBaseline
 from .segmentation import SegmentationMethod
@@ -23,9 +24,10 @@ METHODS = {
     "supce": SupCE, "simclr": SimCLR, "supcon": SupCon,
     "camcontrast-cam": CAMContrastCAM, "camcontrast": CAMContrast,
     "linear": LinearProbe, "finetune": FineTune, "unet": EncoderSegmenter,
+    "gmml": GMML, "unetr": UNETRSegmenter,
 }
 
 __all__ = ["METHODS", "Method", "ClassificationMethod", "SegmentationMethod", "PretrainingMethod",
            "EncoderClassifier", "LinearProbe", "FineTune", "EncoderSegmenter", "AMM", "GAPBaseline", "RGT",
            "ViTBaseline", "VGG16Baseline", "STN", "ThoraxCrop", "ThoraxBoxRegressor", "SupCE", "SimCLR", "SupCon",
-           "CAMContrastCAM", "CAMContrast"]
+           "CAMContrastCAM", "CAMContrast", "GMML", "UNETRSegmenter"]

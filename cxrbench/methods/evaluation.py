@@ -31,9 +31,14 @@ OPTIMIZERS = ("sgd", "adamw")
 
 def make_encoder(encoder: str, encoder_kwargs: dict | None, encoder_artifact: str | None, consumer: str,
                  expect_kind: str | None = None) -> Encoder:
-    """The artifact's encoder when one is given (its own architecture), else ``encoder`` at random init."""
+    """The artifact's encoder when one is given (its own architecture), else ``encoder`` at random init.
+
+    With an artifact, ``encoder_kwargs`` (when given) are what the consumer expects: ``encoder`` must
+    then be the artifact's encoder, an adaptable argument (a ViT's ``img_size``) is adapted (the
+    position embedding resampled and logged), any other difference is refused."""
     if encoder_artifact:
-        return load_encoder(encoder_artifact, expect_kind=expect_kind, consumer=consumer)[0]
+        return load_encoder(encoder_artifact, expect_name=encoder if encoder_kwargs else None, expect_kind=expect_kind,
+                            consumer=consumer, expect_kwargs=encoder_kwargs)[0]
     enc = build_encoder(encoder, **(encoder_kwargs or {}))
     if expect_kind is not None and enc.kind != expect_kind:
         raise ValueError(f"{consumer} needs a {expect_kind} encoder; {encoder!r} is a {enc.kind} encoder")

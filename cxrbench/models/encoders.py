@@ -16,6 +16,7 @@ in a fresh process without the class of the method that trained it.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import timm
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ENCODERS: dict[str, Callable[..., "Encoder"]] = {}
+log = logging.getLogger("cxrbench.encoders")
 
 
 def register_encoder(name: str):
@@ -40,12 +42,19 @@ class Encoder(nn.Module):
     feature_channels: tuple[int, ...]
     feature_strides: tuple[int, ...]
     kind = "cnn"  # "cnn" (maps at several strides) or "vit" (token grids at one stride)
+    #: constructor arguments a consumer may change when it loads an artifact (``adapt_state_dict``
+    #: makes the stored weights fit); any other difference is another architecture and is refused.
+    adaptable_kwargs: tuple[str, ...] = ()
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)[-1].mean((2, 3))
+
+    def adapt_state_dict(self, state: dict, source_kwargs: dict) -> dict:
+        """The stored ``state`` of an encoder built with ``source_kwargs``, made to fit this one."""
+        return state
 
     def spec(self) -> dict:
         """What rebuilds this encoder: {'name', 'kwargs'} (set by ``build_encoder``)."""
@@ -130,6 +139,7 @@ class ViTEncoder(Encoder):
     """
 
     kind = "vit"
+    adaptable_kwargs = ("img_size", "drop_path_rate")  # neither changes a weight's shape
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 1, embed_dim: int = 384,
                  depth: int = 12, num_heads: int = 6, drop_path_rate: float = 0.0):
@@ -137,19 +147,38 @@ class ViTEncoder(Encoder):
         self.vit = timm.models.vision_transformer.VisionTransformer(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
             num_heads=num_heads, num_classes=0, drop_path_rate=drop_path_rate, dynamic_img_size=True)
-        self.patch_size, self.out_dim = patch_size, embed_dim
+        self.img_size, self.patch_size, self.out_dim = img_size, patch_size, embed_dim
         self.feature_channels = (embed_dim,) * depth
         self.feature_strides = (patch_size,) * depth
 
-    def tokens(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Hidden states [B, 1 + N, D] after each block; the last one after the final norm."""
+    def adapt_state_dict(self, state: dict, source_kwargs: dict) -> dict:
+        """Weights of a ViT trained at another input size: the position embedding (class position
+        kept) resampled to this grid with timm's ``resample_abs_pos_embed`` (bicubic), and logged."""
+        key = "vit.pos_embed"
+        target = self.vit.pos_embed.shape
+        if key not in state or state[key].shape == target:
+            return state
+        from timm.layers import resample_abs_pos_embed
+
+        old = int(source_kwargs.get("img_size", 224)) // self.patch_size
+        new = self.img_size // self.patch_size
+        state = dict(state)
+        state[key] = resample_abs_pos_embed(state[key], new_size=[new, new], old_size=[old, old], num_prefix_tokens=1)
+        log.warning("position embedding resampled from a %dx%d to a %dx%d patch grid (input %s -> %d px, bicubic)",
+                    old, old, new, new, source_kwargs.get("img_size", 224), self.img_size)
+        return state
+
+    def tokens(self, x: torch.Tensor, norm_last: bool = True) -> list[torch.Tensor]:
+        """Hidden states [B, 1 + N, D] after each block; the last one after the final norm (unless
+        ``norm_last`` is False: GMML's public decoder averages raw block outputs, then norms)."""
         v = self.vit
         t = v.norm_pre(v._pos_embed(v.patch_embed(x)))
         out = []
         for blk in v.blocks:
             t = blk(t)
             out.append(t)
-        out[-1] = v.norm(out[-1])
+        if norm_last:
+            out[-1] = v.norm(out[-1])
         return out
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
