@@ -178,6 +178,19 @@ def test_boxes_copied_box_by_box_equal_the_vectorised_gather(monkeypatch):
     assert torch.equal(copied.nan_to_num(), gathered.nan_to_num())
 
 
+def test_images_on_a_zero_to_one_scale_are_warned_about():
+    """binWidth 25 on [0, 1] images puts every pixel in one bin: different regions get identical texture
+    features (checked), and extract says why."""
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 32, 32, generator=g)
+    img[1, :16] *= 0.2  # another texture
+    with pytest.warns(RuntimeWarning, match="less than bin_width 25"):
+        f = extract(img, boxes=torch.tensor([[0, 0, 16, 16], [0, 0, 16, 16]]))
+    glcm = [i for i, n in enumerate(FEATURE_NAMES) if "_glcm_" in n]
+    assert glcm and torch.allclose(f[0, glcm], f[1, glcm], equal_nan=True)
+    assert extract.__doc__ and "0–255" in extract.__doc__ and "NaN" in extract.__doc__
+
+
 def test_bad_input_is_refused_clearly():
     img = torch.zeros(2, 8, 8)
     with pytest.raises(RadiomicsInputError, match="differ in shape"):
@@ -186,12 +199,18 @@ def test_bad_input_is_refused_clearly():
         extract(img, masks=torch.full((2, 8, 8), 0.5))
     bad = img.clone()
     bad[0, 1, 1] = float("nan")
-    with pytest.raises(RadiomicsInputError, match="NaN pixels"):
+    with pytest.raises(RadiomicsInputError, match=r"images \[0\] contain non-finite pixels"):
         extract(bad, masks=torch.ones(2, 8, 8, dtype=torch.bool))
     with pytest.raises(RadiomicsInputError, match="negative width"):
         extract(img, boxes=torch.tensor([[5, 5, 2, 7], [0, 0, 3, 3]]))
-    with pytest.raises(RadiomicsInputError, match="NaN pixels"):
+    with pytest.raises(RadiomicsInputError, match="non-finite pixels"):
         extract(bad, boxes=torch.tensor([[0, 0, 3, 3], [0, 0, 3, 3]]))
+    inf = img.clone()
+    inf[1, 2, 2] = float("inf")  # crashed inside bincount before
+    with pytest.raises(RadiomicsInputError, match=r"images \[1\] contain non-finite pixels"):
+        extract(inf, boxes=torch.tensor([[0, 0, 3, 3], [0, 0, 3, 3]]))
+    with pytest.raises(RadiomicsInputError, match=r"boxes \[0\] have non-finite coordinates"):  # was read as 0
+        extract(img, boxes=torch.tensor([[float("nan"), 0, 3, 3], [0, 0, 3, 3]]))
     with pytest.raises(RadiomicsInputError, match="3 boxes for 2 images"):
         extract(img, boxes=torch.tensor([[0, 0, 3, 3]] * 3))
 

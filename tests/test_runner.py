@@ -81,8 +81,11 @@ def test_spec_errors_are_named(tmp_path):
 
 def test_killed_sweep_resumes_and_finishes_every_cell_once(twin_factory, tmp_path):
     root = twin_factory("nih", n=90, size=64)
+    slow = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+             "init_args": {"monitor": "val/loss", "mode": "min", "save_last": True}},
+            {"class_path": "toy_methods.SlowEpochs", "init_args": {"seconds": 0.3}}]  # 40 epochs: >= 12 s
     cells = [{"name": "slow", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih", "seeds": [0],
-              "overrides": {"trainer.max_epochs": 40}},
+              "overrides": {"trainer.max_epochs": 40, "trainer.callbacks": slow}},
              {"name": "quick", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih", "seeds": [0]}]
     spec_path = _spec(tmp_path, root, cells)
     spec = load_spec(spec_path)

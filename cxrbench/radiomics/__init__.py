@@ -17,6 +17,24 @@ __all__ = ["extract", "FEATURE_NAMES", "NOT_IN_ENGINE", "RadiomicsInputError", "
 
 
 def extract(images, masks=None, boxes=None, backend: str = "torch", **kwargs) -> torch.Tensor:
+    """The 107 PyRadiomics features (``FEATURE_NAMES``) of a batch of ROIs -> float64 [B, 107].
+
+    Args:
+        images: [B, H, W] gray values on PyRadiomics' scale, 0–255 (binWidth 25): [0, 1] images put
+            every pixel in one bin — warned about, scale them by 255. Non-finite pixels are refused.
+        masks: [B, H, W] 0/1 or bool ROIs, or
+        boxes: [B, 4] XYXY pixel boxes (right/bottom exclusive; rounded, clipped to the image; a
+            non-finite coordinate or a negative width/height is refused).
+        backend: "torch" (the batched engine, on the device of ``images``) or "pyradiomics" (the
+            reference, one ROI at a time on the CPU).
+        bin_width, chunk: the gray-level bin width (25) and ROIs per engine pass (128; memory ~200 bytes
+            per pixel of the chunk's largest box).
+
+    Limits: PyRadiomics' conventions throughout (single-slice 3D shape, GLSZM 8-connectivity, GLDM α 0,
+    non-excess kurtosis, …; ``engine.py``). ROIs PyRadiomics refuses — empty, one pixel, one pixel
+    wide, or the whole image — give a row of NaN, never an error. At most 256 gray-level bins per ROI
+    (refused with advice beyond). Errors are ``RadiomicsInputError`` naming the images or boxes at fault.
+    """
     if backend == "torch":
         return _extract_torch(images, masks=masks, boxes=boxes, **kwargs)
     if backend == "pyradiomics":

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -74,6 +75,9 @@ def _clip_boxes(boxes, height: int, width: int):
     boxes = torch.as_tensor(boxes)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise RadiomicsInputError(f"boxes must be [B, 4] (x0, y0, x1, y1), got {tuple(boxes.shape)}")
+    if boxes.is_floating_point() and not torch.isfinite(boxes).all():
+        bad = torch.nonzero(~torch.isfinite(boxes).all(1)).flatten()[:5].tolist()
+        raise RadiomicsInputError(f"boxes {bad} have non-finite coordinates (NaN or inf would be read as 0 or clipped)")
     b = boxes.round().long()
     if ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
         raise RadiomicsInputError("boxes with negative width or height (expected x0 <= x1, y0 <= y1)")
@@ -91,8 +95,9 @@ def boxes_to_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor
 def _check(images: torch.Tensor, masks: torch.Tensor | None) -> None:
     if images.ndim != 3:
         raise RadiomicsInputError(f"images must be [B, H, W], got {tuple(images.shape)}")
-    if images.is_floating_point() and torch.isnan(images).any():  # (integer images hold no NaN)
-        raise RadiomicsInputError("images contain NaN pixels")
+    if images.is_floating_point() and not torch.isfinite(images).all():  # (integer images hold no NaN/inf)
+        bad = torch.nonzero(~torch.isfinite(images).flatten(1).all(1)).flatten()[:5].tolist()
+        raise RadiomicsInputError(f"images {bad} contain non-finite pixels (NaN or inf)")
     if masks is None:
         return
     if masks.shape != images.shape:
@@ -876,6 +881,11 @@ def extract(images, masks=None, boxes=None, bin_width: float = 25.0, chunk: int 
     if images.ndim != 3:
         raise RadiomicsInputError(f"images must be [B, H, W], got {tuple(images.shape)}")
     H, W = images.shape[1:]
+    if len(images) and images.numel() and float(images.max() - images.min()) < bin_width:
+        warnings.warn(f"the images' gray values span [{float(images.min()):.4g}, {float(images.max()):.4g}], less than "
+                      f"bin_width {bin_width:g}: every ROI falls in one or two gray-level bins and the texture features "
+                      "cannot tell regions apart (PyRadiomics' defaults expect 0–255 gray values: scale [0, 1] images "
+                      "by 255)", RuntimeWarning, stacklevel=2)
     if masks is None:  # boxes are their own bounding boxes: no [B, H, W] mask is ever built
         x0, y0, x1, y1 = _clip_boxes(torch.as_tensor(boxes, device=images.device), H, W)
         if len(x0) != len(images):
