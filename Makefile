@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TWIN_DIR ?= .cache/twin
 
-.PHONY: install test smoke bench-smoke bench-all gallery perf perf-twin perf-loader gpu-checklist clean
+.PHONY: install test test-fast smoke bench-smoke bench-all gallery perf perf-twin perf-loader gpu-checklist clean
 
 install:  ## create .venv with torch, the design-card stack, pyradiomics (reference) and cxrbench (editable)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,9 @@ install:  ## create .venv with torch, the design-card stack, pyradiomics (refere
 
 test:  ## the whole CPU test suite
 	$(PY) -m pytest -n 2 -q
+
+test-fast:  ## the suite without the tests that train for real or drive whole sweeps (an inner loop, ~1-2 min)
+	$(PY) -m pytest -n 2 -q -m "not slow"
 
 smoke: bench-smoke
 

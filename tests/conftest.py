@@ -32,3 +32,15 @@ def twin_factory(tmp_path_factory):
         return made[key]
 
     return make
+
+
+#: Tests that train for real or drive whole sweeps (the bulk of the suite's minutes). `make test-fast`
+#: (pytest -m "not slow") leaves them out for an inner loop; `make test` and CI run everything.
+SLOW = ("learns", "killed_sweep", "two_launchers", "times_out", "parallel_cells", "pipeline_pretrain", "ddp",
+        "resumed_cell", "planted_pickle", "cli_fit_then_test", "configs_run_through_the_cli")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if any(k in item.name for k in SLOW):
+            item.add_marker(pytest.mark.slow)
