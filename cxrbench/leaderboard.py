@@ -51,7 +51,8 @@ BOARDS = (
            ("fpr", "FPR"), ("fnr", "FNR"), ("shift/auc/mean", "shift AUC"), ("shift/accuracy", "shift ACC"))),
     Board("iou", "Weakly supervised localization: IoU-accuracy (mean over classes)",
           ("nih8-loc", "nih-cardiomegaly"),
-          tuple((f"iou_acc@{t}/mean", f"T={t}") for t in THRESHOLDS), row_by_task=True),
+          (*((f"iou_acc@{t}/mean", f"T={t}") for t in THRESHOLDS), ("loc/boxes_per_image", "boxes/map")),
+          row_by_task=True),
     Board("dice", "Segmentation: per-image Dice (empty vs empty = 1), IoU, HD95",
           ("lung-seg", "siim-seg"),
           (("dice/mean", "Dice"), ("dice_pos/mean", "Dice (positives)"), ("iou/mean", "IoU"), ("hd95/mean", "HD95 px"))),
@@ -75,7 +76,7 @@ def aggregate(records: list[dict]) -> pd.DataFrame:
     groups: dict = defaultdict(list)
     for r in records:
         for metric, value in r["metrics"].items():
-            task = LOC_TASK.get(r["task"], r["task"]) if metric.startswith("iou_acc") else r["task"]
+            task = LOC_TASK.get(r["task"], r["task"]) if metric.startswith(("iou_acc", "loc/")) else r["task"]
             # folds (CheXpert CV) are aggregated like seeds: n = seeds × folds
             run = str(r["seed"]) if r.get("fold") is None else f"{r['seed']}/k{r['fold']}"
             groups[(task, r["method"], float(r["fraction"]), metric)].append((run, value))

@@ -26,7 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
 from torchvision import tv_tensors
 
-from .cache import ImageCache, default_cache_root
+from .cache import ImageCache, RowCache, default_cache_root
 from .io import DataError, read_image
 from .rle import decode_union
 from .splits import label_fraction, stratum_keys
@@ -166,7 +166,9 @@ class CXRDataModule(L.LightningDataModule):
         split_seed: fixes the splits; independent of the training seed.
         fraction, subset_seed: nested, stratified label fraction of the training split.
         cache: read images from the uint8 memmap cache (built on first use).
-        cache_size: side of the cached images; must be ≥ image_size and eval_size.
+        cache_size: side of the cached images; must be ≥ image_size. An ``eval_size`` above it gets a
+            cache of its own holding the test, shift and loc rows alone at ``eval_size`` (AMM's
+            full-size test), never every image at full size.
         cache_dir: where caches live (default $CXRBENCH_CACHE/images or ~/.cache/cxrbench/images).
         on_missing: 'error' or 'skip' for listed images that are absent.
         views: images per sample in the train and val splits (> 1 for contrastive pretraining: each
@@ -216,9 +218,9 @@ class CXRDataModule(L.LightningDataModule):
         if cache:
             from .transforms import DEFAULT_SIZE
 
-            need = max(image_size or DEFAULT_SIZE.get(transforms, 0), eval_size or 0)
+            need = image_size or DEFAULT_SIZE.get(transforms, 0)
             if need > cache_size:
-                raise DataError(f"image_size/eval_size {need} exceeds cache_size {cache_size}: "
+                raise DataError(f"image_size {need} exceeds cache_size {cache_size}: "
                                 f"set cache_size >= {need} or cache=False")
         self.index: DatasetIndex | None = None
         self.splits: dict[str, np.ndarray] = {}
@@ -265,6 +267,20 @@ class CXRDataModule(L.LightningDataModule):
             self._cache = ImageCache(prefix, index.meta["path"].tolist(), self.cache_size)
         return self._cache
 
+    def eval_cache(self, splits: dict[str, np.ndarray]) -> RowCache | None:  # after self.splits is set
+        """The test-type splits' own cache at ``eval_size`` when it exceeds ``cache_size`` (AMM tests at
+        full size): only the rows it scores, never the whole dataset at full size; None otherwise."""
+        if not self.use_cache or not self.eval_size or self.eval_size <= self.cache_size:
+            return None
+        rows = np.unique(np.concatenate([splits[s] for s in self.test_splits]))
+        index = self.prepare_index()
+        root_tag = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:8]
+        rows_tag = hashlib.sha1(rows.tobytes()).hexdigest()[:8]
+        base = Path(self.cache_dir) if self.cache_dir else default_cache_root()
+        prefix = base / f"{index.name}-{root_tag}-{self.eval_size}-eval-{rows_tag}"
+        paths = index.meta["path"].iloc[rows].tolist()
+        return RowCache(ImageCache(prefix, paths, self.eval_size), rows)
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
@@ -278,14 +294,21 @@ class CXRDataModule(L.LightningDataModule):
         keys = stratum_keys(index.labels)
         splits["train"] = label_fraction(splits["train"], keys, self.fraction, self.subset_seed)
         self.splits = splits
-        cache = self.image_cache().ensure(workers=max(1, self.num_workers) if self.num_workers else None) if self.use_cache else None
+        workers = max(1, self.num_workers) if self.num_workers else None
+        full = self.eval_cache(splits)
+        if full is not None and not full.cache.is_valid():
+            full.cache.check_space()  # before the training-size cache is built, not after
+        cache = self.image_cache().ensure(workers=workers) if self.use_cache else None
+        full = full.ensure(workers=workers) if full is not None else None
         for name, rows in splits.items():
             # val watches training at the training size; only test-type splits use eval_size
             # (e.g. AMM trains at 224 and tests at full size).
             eval_size = self.image_size if name == "val" else self.eval_size
             views = self.views if name in ("train", "val") else 1
-            t = build_transforms(self.preset, name == "train" or views > 1, self.image_size, eval_size)
-            self.datasets[name] = CXRDataset(index, rows, t, cache, views=views)
+            t = build_transforms(self.preset, name == "train" or views > 1, self.image_size, eval_size,
+                                 crop=name != "loc")
+            from_cache = full if full is not None and name in self.test_splits else cache
+            self.datasets[name] = CXRDataset(index, rows, t, from_cache, views=views)
 
     def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
         if not self.datasets:

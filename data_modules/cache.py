@@ -16,6 +16,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -88,11 +89,28 @@ class ImageCache:
             and self.sizes_path.is_file()
         )
 
+    @property
+    def nbytes(self) -> int:
+        return len(self.paths) * self.size * self.size
+
+    def check_space(self) -> None:
+        """Refuse, before any image is decoded, a cache the disk cannot hold (with 5% to spare): the
+        message names the folder and the gigabytes needed, and how to avoid the cache."""
+        self.prefix.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.prefix.parent).free
+        need = int(self.nbytes * 1.05)
+        if need > free:
+            raise OSError(
+                f"the image cache {self.data_path} needs {need / 1e9:.1f} GB ({len(self.paths)} images at "
+                f"{self.size}²) but {self.prefix.parent} has {free / 1e9:.1f} GB free: point cache_dir (or "
+                "$CXRBENCH_CACHE) at a larger disk, lower cache_size/eval_size, or set cache=False")
+
     def ensure(self, workers: int | None = None, progress: bool = True) -> "ImageCache":
         """Validate, or (re)build under a file lock so parallel ranks build it once."""
         self.prefix.parent.mkdir(parents=True, exist_ok=True)
         if self.is_valid():
             return self
+        self.check_space()
         with open(f"{self.prefix}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not self.is_valid():
@@ -146,3 +164,20 @@ class ImageCache:
         state = dict(self.__dict__)
         state["_mm"] = state["_sizes"] = None
         return state
+
+
+class RowCache:
+    """A cache over some rows of an index only (``rows``, sorted): indexed by the index's row, like a
+    whole-index cache. The full-size test of AMM caches its test-type splits alone this way (NIH at
+    1024² is ~118 GB for every image, ~11 GB for the cardiomegaly test + loc rows)."""
+
+    def __init__(self, cache: ImageCache, rows: np.ndarray):
+        self.cache, self.rows = cache, np.asarray(rows, np.int64)
+        self._pos = {int(r): i for i, r in enumerate(self.rows)}
+
+    def ensure(self, workers: int | None = None, progress: bool = True) -> "RowCache":
+        self.cache.ensure(workers, progress)
+        return self
+
+    def __getitem__(self, row: int) -> tuple[np.ndarray, tuple[int, int]]:
+        return self.cache[self._pos[int(row)]]

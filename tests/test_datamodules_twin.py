@@ -75,6 +75,11 @@ def test_nih_boxes_line_up_after_resize_crop_and_cache(tmp_path, cache_dir):
             outside = img[0].clone()
             outside[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = 0
             assert inside.mean() > 0.9 and outside.max() < 0.2, (cache, bx)
+        # loc is resized whole, never centre-cropped: each box is the drawn box scaled by 112/300
+        drawn = torch.tensor([[int(v) for v in line.split(",")[2:6]] for line in boxes], dtype=torch.float32)
+        drawn[:, 2:] += drawn[:, :2]
+        for r, bx in zip(b["index"].tolist(), b["boxes"]):
+            assert torch.allclose(bx[0], drawn[r] * 112 / 300, atol=1e-3)
 
 
 def test_siim_masks_line_up_with_the_lucent_pneumothorax(twin_factory, cache_dir):
@@ -244,3 +249,30 @@ def test_batches_travel_as_uint8_and_every_method_makes_them_float(twin_factory,
     assert out["image"].dtype == torch.float32 and out["image"].shape == raw.shape
     assert torch.equal(out["image"], v2.ToDtype(torch.float32, scale=True)(raw))
     assert Method().on_after_batch_transfer({"image": out["image"]}, 0)["image"] is out["image"]  # float: as is
+
+
+def test_full_size_test_caches_only_the_scored_rows_and_refuses_a_disk_too_small(twin_factory, tmp_path, monkeypatch):
+    """AMM tests at full size: the eval-size cache holds test + loc rows only, reads the same pixels as
+    decoding the PNG, and a disk too small for it stops setup() before any image is decoded."""
+    root = twin_factory("nih", n=120, size=96)
+    kw = dict(protocol="amm", label_set="cardiomegaly", transforms="plain", image_size=32, eval_size=96,
+              cache_size=48, cache_dir=str(tmp_path / "c"), batch_size=8)
+    dm = NIH(root, **kw)
+    dm.setup()
+    full = dm.datasets["test"].cache
+    scored = np.unique(np.concatenate([dm.splits[s] for s in dm.test_splits]))
+    assert full.cache.size == 96 and np.array_equal(full.rows, scored) and len(scored) < len(dm.index.meta)
+    assert dm.datasets["train"].cache.size == 48  # training reads the small cache
+    plain = NIH(root, **{**kw, "cache": False})
+    plain.setup()
+    a, b = dm.datasets["test"][0], plain.datasets["test"][0]
+    assert a["image"].shape == (1, 96, 96) and torch.equal(a["image"], b["image"])
+    if "loc" in dm.splits and len(dm.splits["loc"]):
+        assert torch.equal(dm.datasets["loc"][0]["image"], plain.datasets["loc"][0]["image"])
+
+    Usage = type("Usage", (), {"free": 1000})
+    monkeypatch.setattr("data_modules.cache.shutil.disk_usage", lambda p: Usage)
+    tight = NIH(root, **{**kw, "cache_dir": str(tmp_path / "c2")})
+    with pytest.raises(OSError, match=r"needs 0\.\d GB \(\d+ images at 96²\).*cache_dir"):
+        tight.setup()
+    assert not list((tmp_path / "c2").glob("*.u8"))  # nothing half-built, the small cache not even started

@@ -92,3 +92,32 @@ def test_versus_chance_tallies_per_class_and_skips_classes_without_boxes():
     assert list(s) == ["a"] and s["a"]["n"] == 2 and s["a"]["fallback"] == 0.5
     assert s["a"]["iou"] == 1.0 and s["a"]["pointing"] == 1.0 and s["a"]["pointing_chance"] == 64 / 1024
     assert s["a"]["random_iou"] < 0.2
+
+
+def test_loc_reports_the_boxes_each_map_offers_beside_iou_accuracy():
+    """A map cut into many blobs must not look better than it is: boxes per (image, class) are reported."""
+    import warnings
+
+    from cxrbench.methods.classification import ClassificationMethod
+
+    class TwoBlobs(ClassificationMethod):
+        def forward(self, images):
+            return torch.zeros(len(images), self.num_classes)
+
+        def heatmaps(self, images):
+            maps = torch.zeros(len(images), self.num_classes, 64, 64)
+            maps[:, :, 10:20, 10:20] = 1.0  # on the true box
+            maps[:, :, 40:50, 40:60] = 0.9  # and a decoy
+            return maps
+
+    m = TwoBlobs(num_classes=2, class_names=["a", "b"], task="multilabel")
+    batch = {"image": torch.zeros(3, 1, 64, 64), "index": torch.tensor([5, 6, 7]),
+             "boxes": [torch.tensor([[10.0, 10, 20, 20]])] * 2 + [torch.tensor([[10.0, 10, 20, 20], [0, 0, 5, 5]])],
+             "box_labels": [torch.tensor([0]), torch.tensor([1]), torch.tensor([0, 1])]}
+    m._localize(batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.on_test_epoch_end()
+    got = m.test_metrics
+    assert got["loc/n_pairs"] == 4 and got["loc/boxes_per_image"] == 2 and got["loc/boxes_per_image_max"] == 2
+    assert got["iou_acc@0.5/a"] == 1.0 and got["iou_acc@0.5/b"] == 0.5  # image 7's b box is not under a blob

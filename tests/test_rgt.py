@@ -50,6 +50,23 @@ def test_degenerate_rois_and_flat_images_never_make_a_nan_loss():
     assert torch.isfinite(m.nt_xent(img_f, rad_f)) and torch.isfinite(m.loss(logits, torch.ones(3, 2)))
 
 
+def test_nan_features_are_imputed_with_the_running_mean_not_zero():
+    m = _rgt(k=1)
+    m.rad_norm.running_mean.fill_(50.0)
+    m.rad_norm.running_var.fill_(4.0)
+    feats = torch.full((4, 107), 52.0)
+    feats[1] = float("nan")
+    feats[2, :5] = float("inf")
+    m.eval()
+    out = m.standardise(feats)
+    assert torch.equal(out[1], torch.zeros(107)) and torch.equal(out[2, :5], torch.zeros(5))
+    assert torch.allclose(out[0], torch.full((107,), 1.0), atol=1e-3)  # (52 − 50) / 2
+    m.train()  # batch statistics: the imputed row sits at the running mean, finite rows are unaffected by zeros
+    out = m.standardise(feats)
+    assert torch.equal(out[1], torch.zeros(107)) and torch.isfinite(out).all()
+    assert (out[0, 5:] > 0).all()  # 52 is above the batch mean (52, 52, 50, 52) -> positive, not ≈ +1.7 from a 0 row
+
+
 def test_conv_stem_gives_the_same_token_grid_and_refuses_odd_patches():
     m = _rgt(stem="conv")
     _, att = m.vit(torch.rand(2, 1, 64, 64))

@@ -7,7 +7,9 @@ shared IoU-accuracy. Evaluation is identical for every method:
 - val: loss and mean AUC (``val/auc``) each epoch;
 - test: one SampleStore per evaluation split ("test", "shift", …) -> per-class AUC, PR-AUC, and for
   binary tasks the operating point chosen on the validation split (``threshold``) applied to test;
-  "loc" -> IoU-accuracy at T = 0.1 … 0.7. The flat dict is ``self.test_metrics`` (what the result
+  "loc" -> IoU-accuracy at T = 0.1 … 0.7 and the number of boxes each (image, class) map offered
+  (``loc/boxes_per_image``; heatmap → boxes: ``localization.boxes``, min-max, threshold
+  ``loc_threshold``, every 8-connected component one box, the best IoU counts). The flat dict is ``self.test_metrics`` (what the result
   record and the leaderboards read), every value is also logged.
 """
 
@@ -133,16 +135,18 @@ class ClassificationMethod(Method):
         maps = self.heatmaps(batch["image"])
         if maps is None:
             return
-        store = self._store("loc", ("iou",))  # created on every rank, even one without box images
-        keys, ious = [], []
+        store = self._store("loc", ("iou", "n_boxes"))  # created on every rank, even one without box images
+        keys, ious, counts = [], [], []
         for i, (gt, gl) in enumerate(zip(batch["boxes"], batch["box_labels"])):
             preds = {c: torch.as_tensor(heatmap_to_boxes(maps[i, c].float().cpu().numpy(), self.loc_threshold))
                      for c in torch.unique(gl).tolist() if c >= 0}
             for c, v in best_iou_per_class(gt.cpu(), gl.cpu(), preds).items():
                 keys.append(int(batch["index"][i]) * self.num_classes + c)  # one key per (image, class)
                 ious.append(v)
+                counts.append(len(preds[c]))
         if keys:
-            store.update(torch.tensor(keys), iou=torch.tensor(ious, dtype=torch.float64))
+            store.update(torch.tensor(keys), iou=torch.tensor(ious, dtype=torch.float64),
+                         n_boxes=torch.tensor(counts, dtype=torch.float64))
 
     # ---------------------------------------------------------------- test metrics
     @torch.no_grad()
@@ -193,6 +197,11 @@ class ClassificationMethod(Method):
                     for c, v in acc[t]["per_class"].items():
                         out[f"iou_acc@{t}/{c}"] = v
                 out["loc/n_pairs"] = float(len(got["index"]))
+                # IoU-accuracy takes the best of a class's boxes: a map cut into many boxes must not look
+                # better than it is, so the boxes offered per (image, class) stand beside it.
+                nb = got["n_boxes"].double()
+                out["loc/boxes_per_image"] = float(nb.mean()) if len(nb) else math.nan
+                out["loc/boxes_per_image_max"] = float(nb.max()) if len(nb) else math.nan
                 continue
             prefix = "" if split == "test" else f"{split}/"
             p, t = got["preds"].double().cpu(), got["target"].double().cpu()
