@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _twin(args: argparse.Namespace) -> int:
@@ -78,6 +79,12 @@ def _bench(args: argparse.Namespace) -> int:
             print(f"  {e}", file=sys.stderr)
         return 2
     if args.dry_run:
+        from .runner.launch import check_layouts
+
+        absent = [f"{n} (expected at {e['root']})" for n, e in spec.data.items()
+                  if "twin" not in e and not Path(e["root"]).is_dir()]
+        for p in [f"missing dataset(s): {', '.join(absent)}"] if absent else check_layouts(spec):
+            print(f"  data: {p}")
         return 0
     if args.nodes > 1 and args.launcher == "local":
         print("cxrbench bench: error: --nodes > 1 needs --launcher slurm (a cell across nodes is a SLURM job)",

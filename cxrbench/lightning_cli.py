@@ -24,6 +24,25 @@ class CXRBenchCLI(LightningCLI):
             where = f" (data: {getattr(data, 'class_path', data)})" if data is not None else ""
             raise SystemExit(f"cxrbench: error: the config cannot be built{where}: {_root_cause(err)}") from None
 
+    def before_instantiate_classes(self) -> None:
+        """``data.batch_size`` is the global batch (the paper's), whatever the number of devices: on N
+        devices each loader gets batch_size / N, so the lr stays the paper's, and BatchNorm statistics are
+        synchronised across devices (``sync_batchnorm``, a no-op for models without BatchNorm)."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        trainer, data = config.get("trainer"), config.get("data")
+        init = getattr(data, "init_args", None)
+        if trainer is None or init is None or "batch_size" not in init:
+            return
+        world = world_size(trainer.get("devices"), trainer.get("accelerator"), trainer.get("num_nodes") or 1)
+        if world <= 1:
+            return
+        batch = int(init["batch_size"])
+        if batch % world:
+            raise SystemExit(f"cxrbench: error: data.batch_size {batch} is the global batch and must divide evenly "
+                             f"over the {world} devices (devices × num_nodes); choose a multiple of {world}")
+        init["batch_size"] = batch // world
+        trainer["sync_batchnorm"] = True
+
     def before_predict(self) -> None:
         from .callbacks import WritePredictions
 
@@ -62,6 +81,24 @@ class CXRBenchCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.init_args.class_names", apply_on="instantiate")
         parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
+
+
+def world_size(devices, accelerator, num_nodes: int = 1) -> int:
+    """Processes a Trainer with these settings will run (before it exists): ``devices`` as Lightning reads
+    it (an int, "-1"/"auto" = every GPU on a GPU accelerator and 1 on the CPU, a list or "0,1" string)."""
+    import torch
+
+    gpus = torch.cuda.device_count() if accelerator not in ("cpu", "mps") else 0
+    if isinstance(devices, (list, tuple)):
+        n = len(devices)
+    elif devices in (None, "auto"):
+        n = gpus if gpus and accelerator in (None, "auto", "gpu", "cuda") else 1
+    elif isinstance(devices, str) and "," in devices:
+        n = len([d for d in devices.split(",") if d.strip()])
+    else:
+        n = int(devices)
+        n = (gpus or 1) if n == -1 else n
+    return max(1, n) * int(num_nodes)
 
 
 def _root_cause(err: BaseException) -> BaseException:
@@ -107,6 +144,12 @@ class _Parsed(Exception):
 
 
 class _ParseOnly(CXRBenchCLI):
+    def before_instantiate_classes(self) -> None:
+        try:
+            super().before_instantiate_classes()  # a global batch that does not divide over the devices
+        except SystemExit as err:
+            raise ValueError(str(err).removeprefix("cxrbench: error: ")) from None
+
     def instantiate_classes(self) -> None:
         raise _Parsed
 

@@ -276,3 +276,22 @@ def test_class_weights_weight_the_training_loss_only():
     m.training_step({"image": x, "label": y, "index": torch.arange(8)}, 0)
     assert logged["train/loss"] == pytest.approx(float(masked_bce(m(x), y, m.pos_weight)))
     assert logged["train/loss"] > logged["val/loss"]
+
+
+def test_batch_size_is_the_global_batch_on_any_number_of_devices(twin_factory, tmp_path):
+    """On N devices each loader gets batch/N (the paper's global batch and lr) and BatchNorm is synced;
+    a global batch that does not divide is refused before anything is built."""
+    from cxrbench.lightning_cli import build_cli, world_size
+
+    base = ["--config", str(REPO / "benchmarks/configs/amm_cardiomegaly.yaml"),
+            "--data.init_args.root", str(twin_factory("nih", n=90, size=64)), "--data.init_args.cache_dir", str(tmp_path),
+            "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)]
+    cli = build_cli([*base, "--trainer.devices", "2", "--trainer.strategy", "ddp"], run=False)
+    sync = cli.trainer.strategy._layer_sync
+    assert cli.datamodule.batch_size == 8 and sync is not None
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in sync.apply(cli.model).modules())
+    one = build_cli([*base, "--trainer.devices", "1"], run=False)
+    assert one.datamodule.batch_size == 16 and getattr(one.trainer.strategy, "_layer_sync", None) is None
+    with pytest.raises(SystemExit, match="batch_size 16 is the global batch .* 3 devices"):
+        build_cli([*base, "--trainer.devices", "3", "--trainer.strategy", "ddp"], run=False)
+    assert world_size("auto", "cpu") == 1 and world_size([0, 1], "gpu", 2) == 4 and world_size("0,1,2", "gpu") == 3

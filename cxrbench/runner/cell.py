@@ -90,14 +90,15 @@ def check_needs(meta: dict) -> None:
                        consumer=f"cell {meta['run_id']} ({role} from {need['cell']}, run {need['run_id']})")
 
 
-def run_cell(run_dir: str | Path, devices: int | None = None) -> Path:
-    """Run the cell in ``run_dir`` holding its lock (``CellBusy`` if another process holds it)."""
+def run_cell(run_dir: str | Path, devices: int | None = None, nodes: int = 1) -> Path:
+    """Run the cell in ``run_dir`` holding its lock (``CellBusy`` if another process holds it) on
+    ``devices`` per node × ``nodes``; the config's batch_size stays the global batch (``lightning_cli``)."""
     run_dir = Path(run_dir).resolve()
     with CellLock(run_dir):
-        return _run_cell(run_dir, devices)
+        return _run_cell(run_dir, devices, nodes)
 
 
-def _run_cell(run_dir: Path, devices: int | None) -> Path:
+def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from ..callbacks import WandbTestMedia, WriteResult
@@ -115,8 +116,10 @@ def _run_cell(run_dir: Path, devices: int | None) -> Path:
             "--trainer.enable_progress_bar", "false"]
     if devices:
         args += ["--trainer.devices", str(devices)]
-        if devices > 1:
-            args += ["--trainer.strategy", "ddp"]
+    if nodes > 1:
+        args += ["--trainer.num_nodes", str(nodes)]
+    if (devices or 1) * nodes > 1:
+        args += ["--trainer.strategy", "ddp"]
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     cli = build_cli(args, run=False)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
@@ -185,9 +188,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir")
     ap.add_argument("--devices", type=int, default=None)
+    ap.add_argument("--nodes", type=int, default=1)
     args = ap.parse_args(argv)
     try:
-        run_cell(args.run_dir, args.devices)
+        run_cell(args.run_dir, args.devices, args.nodes)
     except ArtifactError as err:
         print(f"cxrbench cell: error: {err}", file=sys.stderr)
         return 2

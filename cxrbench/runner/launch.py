@@ -61,6 +61,40 @@ def prepare_data(spec: Spec) -> None:
     if missing:
         raise SpecError(f"{spec.path}: missing dataset(s): {', '.join(missing)}. Set CXR_DATA to the folder "
                         "holding them in the releases' layouts (see README), or run `make bench-smoke` for twins.")
+    problems = check_layouts(spec)
+    if problems:
+        raise SpecError(f"{spec.path}: {len(problems)} dataset layout problem(s), found before anything trains:\n  "
+                        + "\n  ".join(problems))
+
+
+def check_layouts(spec: Spec) -> list[str]:
+    """Every real dataset as its cells will read it: the index (label files, images present, the box file
+    RGT's class box prior needs) and the splits (official lists, protocols), once per distinct data
+    config. Returns one line per problem, naming the cells and what is missing."""
+    import importlib
+
+    from data_modules import DataError
+
+    real = {n for n, e in spec.data.items() if "twin" not in e}
+    seen: dict[str, tuple[str | None, list[str]]] = {}
+    for cell in spec.cells:
+        if cell.data_name not in real:
+            continue
+        data = cell.resolved_config(spec.runs_dir).get("data", {})
+        args = {k: v for k, v in data.get("init_args", {}).items() if k not in ("fraction", "subset_seed")}
+        key = json.dumps([data.get("class_path"), args], sort_keys=True, default=str)
+        if key not in seen:
+            error = None
+            try:
+                module, _, name = str(data["class_path"]).rpartition(".")
+                dm = getattr(importlib.import_module(module), name)(**args)
+                dm.make_splits(dm.prepare_index())
+            except (DataError, OSError, ValueError) as err:
+                error = str(err)
+            seen[key] = (error, [])
+        seen[key][1].append(cell.name)
+    return [f"{err} (cells: {', '.join(sorted(set(cells))[:4])}{' …' if len(set(cells)) > 4 else ''})"
+            for err, cells in seen.values() if err]
 
 
 def write_cell(spec: Spec, cell: Cell) -> Path:
@@ -247,7 +281,7 @@ def run_slurm(spec: Spec, devices: int = 1, nodes: int = 1, partition: str | Non
                 if deps:
                     params["slurm_additional_parameters"] = {"dependency": "afterok:" + ":".join(deps)}
             ex.update_parameters(**params)
-        jobs[cell.run_id] = ex.submit(CellJob(), str(d), devices if devices * nodes > 1 else None)
+        jobs[cell.run_id] = ex.submit(CellJob(), str(d), devices if devices * nodes > 1 else None, nodes)
         log(f"[submitted] {cell.run_id} as job {jobs[cell.run_id].job_id}")
     return list(jobs.values())
 
@@ -274,12 +308,12 @@ class CellJob:
     a preemption and requeues what it returns — the same cell, which then resumes from its newest
     readable checkpoint (``run_cell``)."""
 
-    def __call__(self, run_dir: str, devices: int | None = None) -> str:
+    def __call__(self, run_dir: str, devices: int | None = None, nodes: int = 1) -> str:
         from .cell import run_cell
 
-        return str(run_cell(run_dir, devices))
+        return str(run_cell(run_dir, devices, nodes))
 
-    def checkpoint(self, run_dir: str, devices: int | None = None):
+    def checkpoint(self, run_dir: str, devices: int | None = None, nodes: int = 1):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(CellJob(), run_dir, devices)
+        return submitit.helpers.DelayedSubmission(CellJob(), run_dir, devices, nodes)
