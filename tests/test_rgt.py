@@ -141,3 +141,15 @@ def test_rgt_learns_cardiomegaly_and_reports_its_boxes(twin_factory, tmp_path):
     print(f"BYOA box IoU with the real box: {r['iou']:.3f} ({r['fallback']:.0%} mean-box fallbacks); same-size "
           f"random boxes: {r['random_iou']:.3f}; attention peak in the box {r['pointing']:.2f} "
           f"(chance {r['pointing_chance']:.2f})")
+
+
+def test_weight_decay_spares_norms_biases_class_tokens_and_position_embeddings():
+    m = _rgt()
+    opt = torch.optim.AdamW(m.param_groups())
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    names = {id(p): n for n, p in m.named_parameters()}
+    spared = {names[i] for i in set(names) - decayed}
+    assert {"vit.cls", "vit.pos", "rad.cls"} <= spared and all(n.endswith((".bias", ".cls", ".pos")) or
+                                                                m.get_parameter(n).ndim == 1 for n in spared)
+    assert any(n.endswith("qkv.weight") for n in (names[i] for i in decayed))
+    assert {g["weight_decay"] for g in opt.param_groups} == {0.0, 0.05}

@@ -16,7 +16,18 @@ Deviations:
 - The paper shows heatmaps as pictures only; we score them with the shared IoU-accuracy on the
   cardiomegaly box images (146 in the release).
 - The "nih8" multi-label variant (one W per class) is ours, so AMM can enter nih8-cls / nih8-loc.
-- Input is the 1-channel radiograph (timm in_chans=1) rather than a replicated RGB image.
+- Input is the 1-channel radiograph (timm in_chans=1) rather than a replicated RGB image, scaled to
+  [0, 1] by ÷255 (``to_float``): the paper's "min–max normalization" to [0, 1] is read as the fixed
+  0–255 → 0–1 scaling it contrasts with [0, 255]; a per-image min-max would differ only for images
+  that do not span the full range.
+- Augmentation magnitudes are not given (the paper names shifts, rotations, flips, shear, brightness
+  and zoom): ours are translation 10%, rotation 10°, shear 5°, zoom 0.9–1.1, brightness ±20%,
+  horizontal flip (``data_modules.transforms``, preset ``amm``).
+- Class weights n_neg / n_pos of the training split weight the training loss only; validation loss
+  (checkpoints, the plateau schedule, early stopping) is unweighted, as Keras's ``class_weight``
+  (which the paper used) does.
+- The full-size test caches the test and loc images alone at 1024² (``eval_size``); training and
+  validation read the 256² cache.
 - ``backbone_stage`` (ours, default -1 = the paper's last stage) cuts the backbone at an earlier
   stage: on small CPU-sized images the last stage's W is 3×3–4×4 and does not localize, while a
   stride-16 cut gives 8×8 at 128 px (the paper's 224 px densenet121 gives 7×7). Used by the tests.

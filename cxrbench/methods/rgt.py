@@ -2,8 +2,8 @@
 
 Paper: ../shared/papers/000_9b4b71fdf1ea70f1.txt (Han et al., Radiomics-Guided Global-Local
 Transformer for weakly supervised pathology localization in chest X-rays).
-Follows: §III-A (image branch: a ViT with one class token per disease, as the public PS-ViT-Ti
-weights with 8 class tokens; radiomics branch: each of the 107 features a token through Linear(1, d),
+Follows: §III-A (image branch: a ViT with one class token per disease — the text speaks of "the CLS
+token"; one token per disease is what the public PS-ViT-Ti weights hold (8 class tokens), and we follow them; radiomics branch: each of the 107 features a token through Linear(1, d),
 no positional encoding, a 2-layer Transformer); §III-B and Fig. 3 (BYOA: last-layer class-token
 attention -> top T = 10% -> boxes of the class's mean size -> radiomics of those boxes, every step);
 the cross-attention fusion of the two branches' class tokens (CrossViT, one layer; §IV-B "one more
@@ -18,6 +18,12 @@ Deviations, with reasons:
   ``stem='conv'`` replaces the one-shot patchify by timm's ConvStem (log2(patch) stride-2 3×3
   convolutions), nearer PS-ViT, which samples its tokens from a convolutional feature map; on a
   900-image twin it lifts the image branch's AUC from 0.59 / 0.70 to 0.92 / 0.95 (tests/test_rgt.py).
+- Focal loss α = 0.25, γ = 2 (RetinaNet's defaults): §III-C gives the form, not the values.
+- Input: the 1-channel radiograph scaled to [0, 1] (÷255), not normalised by ImageNet's mean and
+  standard deviation as §IV-B says: those statistics matter for ImageNet-pretrained weights, and none
+  are used here (the encoder is trained from scratch).
+- Weight decay 0.05 on weights only: norms, biases, class tokens and position embeddings are exempt
+  (DeiT / PS-ViT's training code, on which the public RGT code builds; the paper does not say).
 - Radiomics on the model's input (224², 0–255 gray levels), not on the original 1024² image: the
   engine then runs inside the training step on the same tensor, and binWidth 25 needs 0–255 values
   (the public code's min-max normalised [0, 1] input puts every pixel in one bin).
@@ -45,6 +51,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.optim import param_groups_weight_decay
 from torch import nn
 
 from ..models.byoa import ClassBoxPrior, byoa_boxes
@@ -84,8 +91,13 @@ class ViTBaseline(ClassificationMethod):
     def loss(self, logits: torch.Tensor, label: torch.Tensor, weighted: bool = True) -> torch.Tensor:
         return masked_focal(logits, label, self.hparams.focal_alpha, self.hparams.focal_gamma)
 
+    def param_groups(self) -> list[dict]:
+        """DeiT / PS-ViT practice (timm's param groups): no weight decay on norms, biases, class tokens
+        and position embeddings; every other weight decays at ``weight_decay`` (0.05, §IV-B)."""
+        return param_groups_weight_decay(self, self.hparams.weight_decay, no_weight_decay_list=("*.cls", "*.pos"))
+
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.AdamW(self.param_groups(), lr=self.hparams.lr)
         return {"optimizer": opt, "lr_scheduler": lightning_warmup_cosine(self, opt, self.hparams.warmup_epochs)}
 
 
