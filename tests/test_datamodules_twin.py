@@ -276,3 +276,21 @@ def test_full_size_test_caches_only_the_scored_rows_and_refuses_a_disk_too_small
     with pytest.raises(OSError, match=r"needs 0\.\d GB \(\d+ images at 96²\).*cache_dir"):
         tight.setup()
     assert not list((tmp_path / "c2").glob("*.u8"))  # nothing half-built, the small cache not even started
+
+
+def test_box_lists_cross_the_worker_pipe_unchanged(twin_factory, tmp_path):
+    """Boxes and box labels come out of 2 worker processes as lists of tensors equal to the in-process ones
+    (they travel as one array per batch: ``RaggedList``)."""
+    root = twin_factory("nih", n=120, size=96)
+    got = {}
+    for workers in (0, 2):
+        dm = NIH(root, protocol="rgt", label_set="nih8", transforms="plain", image_size=64, cache_size=96,
+                 cache_dir=str(tmp_path / "c"), batch_size=8, num_workers=workers)
+        dm.setup()
+        got[workers] = [(b["boxes"], b["box_labels"]) for b in dm.dataloader("loc", shuffle=False)]
+    assert len(got[0]) == len(got[2]) > 0
+    for (b0, l0), (b2, l2) in zip(got[0], got[2]):
+        assert type(b2) is list and all(isinstance(x, torch.Tensor) for x in b2 + l2)
+        assert all(torch.equal(x, y) for x, y in zip(b0, b2)) and all(torch.equal(x, y) and x.dtype == y.dtype == torch.long
+                                                                       for x, y in zip(l0, l2))
+        assert all(x.shape[1:] == (4,) for x in b2)
