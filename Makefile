@@ -29,7 +29,7 @@ bench-smoke:  ## the main job on the embedded default: every method on twins at 
 	$(VENV)/bin/cxrbench bench benchmarks/smoke.yaml --leaderboard results
 
 bench-all:  ## the full suite on the real releases under $$CXR_DATA (GPU node)
-	@test -n "$$CXR_DATA" || { echo "bench-all: set CXR_DATA to the folder holding nih/ (and later chexpert/, covidx/, siim/, lungs/)"; exit 2; }
+	@test -n "$$CXR_DATA" || { echo "bench-all: set CXR_DATA to the folder holding nih/, chexpert/, covidx/, siim/, lungs/ (the releases' layouts)"; exit 2; }
 	$(VENV)/bin/cxrbench bench benchmarks/all.yaml --leaderboard results
 
 gallery:  ## results/twin_gallery.png: one twin image per finding with its box or mask

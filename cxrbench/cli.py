@@ -57,7 +57,9 @@ def _leaderboard(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .runner.launch import check_configs, prepare_data, run_local, run_slurm, status
     from .runner.spec import load_spec
+    from .wandb_names import check_wandb_env
 
+    check_wandb_env()  # a malformed WANDB_PROJECT/WANDB_ENTITY stops the sweep before any data or run folder is made
     spec = load_spec(args.spec, runs_dir=args.runs_dir)
     if args.only:
         added = spec.select(args.only)
@@ -199,10 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     from data_modules.twin.io import TwinError
     from data_modules.twin.sources import MissingSourceError
 
+    from .wandb_names import WandbNameError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (TwinError, MissingSourceError, DataError, ResultError, SpecError, ArtifactError, FileNotFoundError) as err:
+    except (TwinError, MissingSourceError, DataError, ResultError, SpecError, ArtifactError, WandbNameError,
+            FileNotFoundError) as err:
         print(f"cxrbench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -16,7 +16,15 @@ class CXRBenchCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """A config whose parts do not fit together (a segmentation method on a classification
         DataModule, an artifact of the wrong kind, bad data) ends with its message, not a traceback,
-        before any training starts."""
+        before any training starts. A configured WandbLogger's project/entity names are checked first
+        (``wandb_names``): a malformed one stops here, before the Trainer or any log folder exists."""
+        from .wandb_names import WandbNameError, check_logger_config
+
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        try:
+            check_logger_config((config.get("trainer") or {}).get("logger"))
+        except WandbNameError as err:
+            raise SystemExit(f"cxrbench: error: {err}") from None
         try:
             super().instantiate_classes()
         except ValueError as err:  # DataError and ArtifactError are ValueErrors

@@ -121,3 +121,68 @@ def test_store_drops_padding_duplicates_and_sorts_by_index():
     out = store.compute()
     assert out["index"].tolist() == [0, 1, 3, 5]
     assert out["preds"].tolist() == pytest.approx([0.0, 0.1, 0.3, 0.5])  # first occurrence kept
+
+
+def _threshold_at_recall_by_hand(p, t, recall):
+    """The hand-written selection threshold_at_recall had before it called torchmetrics: the
+    ceil(recall · n_pos)-th highest positive score."""
+    pos = torch.sort(torch.as_tensor(p, dtype=torch.float64)[torch.as_tensor(t) == 1], descending=True).values
+    return float(pos[max(1, math.ceil(recall * len(pos) - 1e-9)) - 1])
+
+
+def test_threshold_at_recall_through_torchmetrics_equals_the_hand_written_selection_with_ties():
+    g = torch.Generator().manual_seed(0)
+    compared = 0
+    for trial in range(600):
+        n = int(torch.randint(2, 400, (1,), generator=g))
+        if trial % 2:  # few distinct scores: ties within positives, and between positives and negatives
+            levels = int(torch.randint(2, 12, (1,), generator=g))
+            p = torch.randint(0, levels, (n,), generator=g).double() / (levels - 1)
+        else:
+            p = torch.rand(n, generator=g, dtype=torch.float64)
+        t = (torch.rand(n, generator=g) < 0.05 + 0.9 * torch.rand(1, generator=g)).double()
+        t[torch.rand(n, generator=g) < 0.1] = math.nan  # unknown labels are left out
+        if not (t == 1).any():
+            continue
+        for r in (0.95, 0.9, 0.8, 0.5, 1.0, 1 / 3, 0.99):
+            assert threshold_at_recall(p, t, r) == _threshold_at_recall_by_hand(p, t, r), (trial, r)
+            compared += 1
+    assert compared > 3000
+    # n_pos · recall an integer (19 of 20 at 95%): recall exactly at the target, no float slack either way
+    p, t = torch.linspace(0, 1, 30, dtype=torch.float64), torch.zeros(30)
+    t[5:25] = 1
+    thr = threshold_at_recall(p, t, 0.95)
+    assert thr == float(p[6]) and int((p[t == 1] >= thr).sum()) == 19
+
+
+def test_threshold_at_recall_edge_cases_are_the_wrappers():
+    only_pos = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    assert threshold_at_recall(only_pos, torch.ones(3), 0.95) == 0.2  # no negatives: still defined
+    with pytest.raises(MetricInputError, match="no positive sample"):
+        threshold_at_recall(only_pos, torch.tensor([0.0, math.nan, 0.0]), 0.95)
+    with pytest.raises(MetricInputError, match=r"must lie in \[0, 1\]"):  # logits would be sigmoided by torchmetrics
+        threshold_at_recall(torch.tensor([-1.0, 2.0, 3.0]), torch.tensor([0.0, 1.0, 1.0]), 0.5)
+    with pytest.raises(MetricInputError, match=r"recall must lie in \(0, 1\]"):
+        threshold_at_recall(only_pos, torch.ones(3), 0.0)
+
+
+def test_dice_iou_through_monai_equals_the_formula_bit_for_bit_with_empty_masks():
+    g = torch.Generator().manual_seed(0)
+    for shape, density in (((40, 17, 23), 0.3), ((30, 1, 32, 32), 0.02), ((12, 64, 64), 0.6)):
+        pred = torch.rand(shape, generator=g) < density
+        gt = torch.rand(shape, generator=g) < density
+        pred[:3], gt[:2] = False, False  # both empty, prediction-only, truth-only among them
+        gt[5], pred[6] = False, False
+        got = dice_iou(pred, gt)
+        p, t = pred.flatten(1), gt.flatten(1)
+        inter, ps, ts = (p & t).sum(1).double(), p.sum(1).double(), t.sum(1).double()
+        both_empty = (ps + ts) == 0
+        dice = torch.where(both_empty, 1.0, 2 * inter / (ps + ts).clamp_min(1))
+        iou = torch.where(both_empty, 1.0, inter / (ps + ts - inter).clamp_min(1))
+        assert got["dice"].dtype == got["iou"].dtype == torch.float64
+        assert torch.equal(got["dice"], dice) and torch.equal(got["iou"], iou)
+        assert torch.equal(got["target_empty"], ts == 0) and torch.equal(got["pred_empty"], ps == 0)
+        assert got["dice"][0] == 1 and got["dice"][2] == 0 and got["dice"][5] in (0.0, 1.0)
+    all_empty = dice_iou(torch.zeros(3, 8, 8), torch.zeros(3, 8, 8))
+    assert all_empty["dice"].dtype == torch.float64 and all_empty["dice"].tolist() == [1.0, 1.0, 1.0]
+    assert dice_iou(torch.zeros(0, 8, 8), torch.zeros(0, 8, 8))["dice"].numel() == 0

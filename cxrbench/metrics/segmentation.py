@@ -1,8 +1,9 @@
 """Per-image Dice, IoU and HD95 with an explicit empty-mask policy.
 
-- Dice / IoU: empty prediction vs empty truth = 1 (a correct "nothing there"); the mean over all
-  images is reported beside the mean over images whose truth is not empty (``dice_pos``: the
-  CAMContrast SIIM protocol reports both), and the share of empty truths predicted empty.
+- Dice / IoU (MONAI ``compute_dice`` / ``compute_iou``, ``ignore_empty=False``): empty prediction vs
+  empty truth = 1 (a correct "nothing there"); the mean over all images is reported beside the mean
+  over images whose truth is not empty (``dice_pos``: the CAMContrast SIIM protocol reports both),
+  and the share of empty truths predicted empty.
 - HD95 (MONAI ``compute_hausdorff_distance``, percentile 95): both empty = 0; exactly one empty is a
   missed (or hallucinated) structure and scores the image diagonal — counted in the mean and in
   ``hd95_missed``, never dropped as MONAI's NaN would be.
@@ -32,15 +33,28 @@ def _masks(pred, target) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def dice_iou(pred, target) -> dict[str, torch.Tensor]:
-    """Per-image Dice and IoU, [B] each, with empty-vs-empty = 1."""
+    """Per-image Dice and IoU, [B] each (float64), with empty-vs-empty = 1.
+
+    MONAI's ``compute_dice`` / ``compute_iou`` with ``ignore_empty=False`` compute them: an empty truth
+    scores 1 if the prediction is empty too and 0 otherwise — our policy exactly, so no wrapping is
+    needed beyond MONAI's input format. The masks go in one-hot, [B, 2, H, W] float64 with the
+    background channel left out of the scores: a single-channel input would be read as class indices
+    and MONAI's Dice would then come out in float32. So every sum is an exact integer and the ratios
+    are bit-identical to ``2|P∩T| / (|P| + |T|)`` and ``|P∩T| / |P∪T|`` in float64 (checked against
+    that formula in tests/test_metrics.py).
+    """
+    from monai.metrics import compute_dice, compute_iou
+
     p, t = _masks(pred, target)
-    inter = (p & t).flatten(1).sum(1).double()
-    ps, ts = p.flatten(1).sum(1).double(), t.flatten(1).sum(1).double()
-    union = ps + ts - inter
-    both_empty = (ps + ts) == 0
-    dice = torch.where(both_empty, torch.ones_like(inter), 2 * inter / (ps + ts).clamp_min(1))
-    iou = torch.where(both_empty, torch.ones_like(inter), inter / union.clamp_min(1))
-    return {"dice": dice, "iou": iou, "target_empty": ts == 0, "pred_empty": ps == 0}
+    empty_t, empty_p = ~t.flatten(1).any(1), ~p.flatten(1).any(1)
+    if p.shape[0] == 0:  # MONAI's Dice cannot stack an empty batch
+        none = torch.zeros(0, dtype=torch.float64, device=p.device)
+        return {"dice": none, "iou": none.clone(), "target_empty": empty_t, "pred_empty": empty_p}
+    p2, t2 = torch.stack([~p, p], 1).double(), torch.stack([~t, t], 1).double()
+    # .double(): MONAI returns its empty-case 1/0 as float32 scalars (float32 throughout if every truth is empty)
+    dice = compute_dice(p2, t2, include_background=False, ignore_empty=False)[:, 0].double()
+    iou = compute_iou(p2, t2, include_background=False, ignore_empty=False)[:, 0]
+    return {"dice": dice, "iou": iou, "target_empty": empty_t, "pred_empty": empty_p}
 
 
 def hd95(pred, target) -> torch.Tensor:

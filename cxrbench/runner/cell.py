@@ -36,6 +36,7 @@ from data_modules.io import atomic_write_text
 
 from ..artifacts import ArtifactError, artifact_path
 from ..results import RESULT_FILE
+from ..wandb_names import WandbNameError, check_wandb_env
 from .resume import (BUSY_EXIT, CellBusy, CellLock, FlushOnCheckpoint, ResumableCSVLogger, RNGState,
                      newest_readable_checkpoint)
 
@@ -93,6 +94,7 @@ def check_needs(meta: dict) -> None:
 def run_cell(run_dir: str | Path, devices: int | None = None, nodes: int = 1) -> Path:
     """Run the cell in ``run_dir`` holding its lock (``CellBusy`` if another process holds it) on
     ``devices`` per node × ``nodes``; the config's batch_size stays the global batch (``lightning_cli``)."""
+    check_wandb_env()  # before the lock, the Trainer and any file of the cell (the launcher checked it too)
     run_dir = Path(run_dir).resolve()
     with CellLock(run_dir):
         return _run_cell(run_dir, devices, nodes)
@@ -192,7 +194,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         run_cell(args.run_dir, args.devices, args.nodes)
-    except ArtifactError as err:
+    except (ArtifactError, WandbNameError) as err:
         print(f"cxrbench cell: error: {err}", file=sys.stderr)
         return 2
     except CellBusy as err:
