@@ -5,7 +5,7 @@
   cache DATASET --root R --size S [--workers W]                        build the image cache
   leaderboard RUNS_DIR [--out results]                                 AUC / IoU / Dice leaderboards
   fit|validate|test|predict --config CONFIG.yaml [...]                 LightningCLI of a method
-  bench SPEC [--dry-run] [--devices N] [--parallel N] [--launcher local|slurm] [--nodes K]   run a sweep spec
+  bench SPEC [--dry-run] [--estimate] [--devices N] [--parallel N] [--launcher local|slurm] [--nodes K]   run a sweep spec
 """
 
 from __future__ import annotations
@@ -87,6 +87,12 @@ def _bench(args: argparse.Namespace) -> int:
                   if "twin" not in e and not Path(e["root"]).is_dir()]
         for p in [f"missing dataset(s): {', '.join(absent)}"] if absent else check_layouts(spec):
             print(f"  data: {p}")
+        return 0
+    if args.estimate:
+        from .runner.estimate import estimate
+
+        prepare_data(spec)
+        estimate(spec)
         return 0
     if args.nodes > 1 and args.launcher == "local":
         print("cxrbench bench: error: --nodes > 1 needs --launcher slurm (a cell across nodes is a SLURM job)",
@@ -176,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout-min", type=int, default=24 * 60,
                    help="SLURM: job time limit; a timed-out or preempted cell is requeued and resumes")
     b.add_argument("--runs-dir", default=None, help="override the spec's runs_dir")
+    b.add_argument("--estimate", action="store_true",
+                   help="measure a few training steps of each distinct config on this device and print the "
+                        "device-hours of every cell and the total; runs nothing else")
     b.add_argument("--only", nargs="+", default=None,
                    help="cell names to run (with the producer cells they need)")
     b.add_argument("--leaderboard", default=None, metavar="OUT", help="write the leaderboards to OUT afterwards")

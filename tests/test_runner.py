@@ -389,3 +389,26 @@ def test_a_real_dataset_without_the_box_file_is_named_before_anything_trains(twi
     res = _bench(spec, tmp_path)
     assert res.returncode != 0 and "BBox_List_2017.csv" in res.stderr and "cells: rgtlike" in res.stderr, res.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("result.json"))
+
+
+def test_estimate_measures_a_step_and_scales_it_by_each_cells_training_steps(twin_factory, tmp_path):
+    """--estimate: one measurement per distinct config (seeds and fractions share it), hours = steps × step
+    time with steps = epochs × ceil(train images × fraction / batch); nothing is written into the runs folder."""
+    from cxrbench.runner.estimate import estimate
+
+    root = twin_factory("nih", n=90, size=64)
+    cells = [{"name": "a", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih", "seeds": [0, 1],
+              "fractions": [0.5, 1.0]}]
+    spec = load_spec(_spec(tmp_path, root, cells))
+    lines = []
+    rows = estimate(spec, log=lines.append, steps=2)
+    assert len(rows) == 4 and len({r["step_s"] for r in rows}) == 1 and rows[0]["step_s"] > 0
+    from data_modules import NIH
+
+    dm = NIH(root, protocol="rgt", label_set="nih8", cache=False)
+    n_train = len(dm.make_splits(dm.prepare_index())["train"])
+    for r, cell in zip(rows, spec.cells):
+        assert r["steps"] == 3 * -(-round(n_train * cell.fraction) // 16)  # toy config: 3 epochs, batch 16
+        assert abs(r["hours"] - r["steps"] * r["step_s"] / 3600) < 1e-12
+    assert "device-hours for 4 of 4 cells" in lines[-1]
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("config.yaml"))

@@ -1,0 +1,126 @@
+"""``cxrbench bench SPEC --estimate``: device hours per cell from a step time measured here.
+
+For each distinct training config of a spec (seeds and label fractions share one), a few real
+training steps run through Lightning on this machine's device (images decoded from the dataset, no
+cache built, no checkpoint or log written); the mean time of the steps after the first is the step
+time. A cell's hours are that step time × its training steps: ``max_steps`` when the config sets
+it, else ``max_epochs`` × ⌈training images × fraction / batch⌉. Validation and test passes are not
+counted, and early stopping can only shorten a run: the figure is the training budget's upper bound.
+A cell whose producer's artifact is not on disk yet is measured with its needs left out where the
+model can be built without them (a random-init encoder of the same architecture), else reported
+as not measurable until its producer has run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import tempfile
+import time
+
+from lightning.pytorch.callbacks import Callback
+
+from .spec import PLACEHOLDER, Cell, Spec
+
+
+class StepTimer(Callback):
+    """Lightning callback: wall time of every training step after the first (device synchronised)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._t0 = 0.0
+
+    def _sync(self, trainer):
+        import torch
+
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._sync(trainer)
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._sync(trainer)
+        if batch_idx > 0:  # the first step pays for lazy initialisation, cuDNN autotuning, loader start
+            self.times.append(time.perf_counter() - self._t0)
+
+
+def _without_needs(value):
+    """The config with every option that names an artifact dropped (the model then starts at random)."""
+    if isinstance(value, dict):
+        return {k: _without_needs(v) for k, v in value.items()
+                if not (isinstance(v, str) and PLACEHOLDER.search(v))}
+    if isinstance(value, list):
+        return [_without_needs(v) for v in value]
+    return value
+
+
+def measure(config: dict, steps: int = 3) -> dict:
+    """Seconds per training step, training images and per-step batch for ``config`` on this machine."""
+    import yaml
+
+    from ..lightning_cli import build_cli
+
+    cfg = copy.deepcopy(config)
+    data = cfg.setdefault("data", {}).setdefault("init_args", {})
+    data.update(cache=False, fraction=1.0)
+    trainer = cfg.setdefault("trainer", {})
+    scratch = tempfile.mkdtemp(prefix="cxrbench-estimate-")  # LightningCLI's config copy lands here, then goes
+    trainer.update(max_steps=steps + 1, max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=None,
+                   default_root_dir=scratch)
+    try:
+        cli = build_cli(["--config", yaml.safe_dump(cfg)], run=False)
+        timer = StepTimer()
+        cli.trainer.callbacks.append(timer)
+        cli.trainer.fit(cli.model, cli.datamodule)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    dm = cli.datamodule
+    return {"step_s": sum(timer.times) / max(1, len(timer.times)), "n_train": len(dm.splits["train"]),
+            "batch": int(dm.batch_size), "device": str(cli.trainer.strategy.root_device)}
+
+
+def training_steps(cell: Cell, n_train: int, batch: int) -> int:
+    trainer = cell.config.get("trainer", {})
+    if int(trainer.get("max_steps") or -1) > 0:
+        return int(trainer["max_steps"])
+    epochs = int(trainer.get("max_epochs") or 1000)  # Lightning's default when unset
+    return epochs * math.ceil(max(1, round(n_train * cell.fraction)) / batch)
+
+
+def estimate(spec: Spec, log=print, steps: int = 3) -> list[dict]:
+    """One row per cell (run id, steps, step seconds, hours or why not measured); logs a table and the total."""
+    measured: dict[str, dict | str] = {}
+    rows = []
+    for cell in spec.cells:
+        config = _without_needs(cell.config)
+        key_cfg = copy.deepcopy(config)
+        key_cfg.pop("seed_everything", None)
+        key_cfg.get("data", {}).get("init_args", {}).pop("fraction", None)
+        key = json.dumps(key_cfg, sort_keys=True, default=str)
+        if key not in measured:
+            try:
+                measured[key] = measure(config, steps)
+            except (Exception, SystemExit) as err:  # a config that cannot run without its producer's artifact
+                why = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+                measured[key] = f"not measured ({', '.join(cell.needs) or 'error'}: {why})"
+        m = measured[key]
+        if isinstance(m, str):
+            rows.append({"run_id": cell.run_id, "hours": math.nan, "why": m})
+            continue
+        n = training_steps(cell, m["n_train"], m["batch"])
+        rows.append({"run_id": cell.run_id, "steps": n, "step_s": m["step_s"], "hours": n * m["step_s"] / 3600,
+                     "device": m["device"]})
+    known = [r["hours"] for r in rows if not math.isnan(r["hours"])]
+    for r in rows:
+        if math.isnan(r["hours"]):
+            log(f"  {r['run_id']}: {r['why']}")
+        else:
+            log(f"  {r['run_id']}: {r['steps']} steps × {r['step_s']:.3f} s = {r['hours']:.2f} h on {r['device']}")
+    log(f"{spec.name}: {sum(known):.1f} device-hours for {len(known)} of {len(rows)} cells (training steps only, "
+        "an upper bound where early stopping applies)")
+    return rows
