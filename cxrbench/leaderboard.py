@@ -26,7 +26,7 @@ import pandas as pd
 from data_modules.io import atomic_write_text
 
 from .localization import THRESHOLDS
-from .metrics.bootstrap import N_BOOT, paired_difference, patient_resamples, seed_mean_ci
+from .metrics.bootstrap import N_BOOT, paired_difference, patient_resamples, seed_mean_boot, seed_mean_ci
 from .papers import NOTES, reference
 from .results import read_results
 
@@ -137,14 +137,17 @@ def bootstrap(records: list[dict], n_boot: int = N_BOOT) -> tuple[dict, pd.DataF
         if test_set not in resamples:
             resamples[test_set] = patient_resamples(runs[0][1], n_boot)
         pairs = [(v, t) for _, _, v, t in runs]
-        cis[key] = seed_mean_ci(BOOTSTRAP[metric], pairs, resamples[test_set])
-        by_set[test_set][method] = pairs
+        boot = seed_mean_boot(BOOTSTRAP[metric], pairs, resamples[test_set])
+        cis[key] = seed_mean_ci(BOOTSTRAP[metric], pairs, resamples[test_set], boot=boot)
+        by_set[test_set][method] = (pairs, boot)
     rows = []
     for (task, fraction, metric, _), methods in sorted(by_set.items(), key=lambda kv: kv[0][:3]):
         names = sorted(methods)
         for i, a in enumerate(names):
             for b in names[i + 1:]:
-                d = paired_difference(BOOTSTRAP[metric], methods[a], methods[b], resamples[(task, fraction, metric, _)])
+                (pa, ba), (pb, bb) = methods[a], methods[b]
+                d = paired_difference(BOOTSTRAP[metric], pa, pb, resamples[(task, fraction, metric, _)],
+                                      boot_a=ba, boot_b=bb)
                 rows.append({"task": task, "fraction": fraction, "metric": metric, "a": a, "b": b, **d})
     return cis, pd.DataFrame(rows, columns=["task", "fraction", "metric", "a", "b", "diff", "ci_low", "ci_high", "p",
                                             "n_boot"])

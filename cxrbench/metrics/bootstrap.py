@@ -71,22 +71,34 @@ def _interval(values: list[float], alpha: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def seed_mean(kind: str, runs: list[tuple[np.ndarray, np.ndarray | None]], idx: np.ndarray | None = None) -> float:
+    """The seed-averaged metric of ``runs`` (per seed: values, targets on the same rows), on rows ``idx``."""
+    return float(np.mean([score(kind, v if idx is None else v[idx], None if t is None else (t if idx is None else t[idx]))
+                          for v, t in runs]))
+
+
+def seed_mean_boot(kind: str, runs: list[tuple[np.ndarray, np.ndarray | None]],
+                   resamples: list[np.ndarray]) -> np.ndarray:
+    """The seed-averaged metric on each resample: computed once per method and test set, then shared by
+    its CI and every paired comparison it enters (n methods cost n, not n², bootstrap passes)."""
+    return np.asarray([seed_mean(kind, runs, idx) for idx in resamples])
+
+
 def seed_mean_ci(kind: str, runs: list[tuple[np.ndarray, np.ndarray | None]], resamples: list[np.ndarray],
-                 alpha: float = 0.05) -> tuple[float, float]:
+                 alpha: float = 0.05, boot: np.ndarray | None = None) -> tuple[float, float]:
     """CI of the seed-averaged metric. ``runs``: per seed, (values, targets) on the same rows, aligned."""
-    boot = [float(np.mean([score(kind, v[idx], None if t is None else t[idx]) for v, t in runs])) for idx in resamples]
-    return _interval(boot, alpha)
+    boot = seed_mean_boot(kind, runs, resamples) if boot is None else boot
+    return _interval(list(boot), alpha)
 
 
 def paired_difference(kind: str, runs_a: list, runs_b: list, resamples: list[np.ndarray],
-                      alpha: float = 0.05) -> dict:
-    """A − B of the seed-averaged metrics on identical resamples: difference, CI, two-sided p."""
-    def mean_score(runs, idx=None):
-        return float(np.mean([score(kind, v if idx is None else v[idx], None if t is None else (t if idx is None else t[idx]))
-                              for v, t in runs]))
-
-    diff = mean_score(runs_a) - mean_score(runs_b)
-    boot = np.asarray([mean_score(runs_a, idx) - mean_score(runs_b, idx) for idx in resamples])
+                      alpha: float = 0.05, boot_a: np.ndarray | None = None, boot_b: np.ndarray | None = None) -> dict:
+    """A − B of the seed-averaged metrics on identical resamples: difference, CI, two-sided p.
+    ``boot_a`` / ``boot_b``: each side's ``seed_mean_boot`` on these resamples, when already computed."""
+    diff = seed_mean(kind, runs_a) - seed_mean(kind, runs_b)
+    boot_a = seed_mean_boot(kind, runs_a, resamples) if boot_a is None else boot_a
+    boot_b = seed_mean_boot(kind, runs_b, resamples) if boot_b is None else boot_b
+    boot = boot_a - boot_b
     boot = boot[~np.isnan(boot)]
     lo, hi = _interval(list(boot), alpha)
     p = min(1.0, 2 * min(float((boot <= 0).mean()), float((boot >= 0).mean()))) if len(boot) else math.nan
