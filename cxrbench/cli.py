@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def _twin(args: argparse.Namespace) -> int:
@@ -81,10 +80,9 @@ def _bench(args: argparse.Namespace) -> int:
             print(f"  {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        from .runner.launch import check_layouts
+        from .runner.launch import check_layouts, missing_roots
 
-        absent = [f"{n} (expected at {e['root']})" for n, e in spec.data.items()
-                  if "twin" not in e and not Path(e["root"]).is_dir()]
+        absent = missing_roots(spec)
         for p in [f"missing dataset(s): {', '.join(absent)}"] if absent else check_layouts(spec):
             print(f"  data: {p}")
         return 0

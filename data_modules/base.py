@@ -283,9 +283,10 @@ class CXRDataModule(L.LightningDataModule):
             self._cache = ImageCache(prefix, index.meta["path"].tolist(), self.cache_size)
         return self._cache
 
-    def eval_cache(self, splits: dict[str, np.ndarray]) -> RowCache | None:  # after self.splits is set
+    def eval_cache(self, splits: dict[str, np.ndarray]) -> RowCache | None:
         """The test-type splits' own cache at ``eval_size`` when it exceeds ``cache_size`` (AMM tests at
-        full size): only the rows it scores, never the whole dataset at full size; None otherwise."""
+        full size): only the rows it scores, never the whole dataset at full size; None otherwise.
+        Called by ``setup`` once ``self.splits`` is set (``test_splits`` reads it)."""
         if not self.use_cache or not self.eval_size or self.eval_size <= self.cache_size:
             return None
         rows = np.unique(np.concatenate([splits[s] for s in self.test_splits]))

@@ -47,17 +47,13 @@ def prepare_data(spec: Spec) -> None:
     """Generate declared twins that are absent; name every missing real dataset at once."""
     from data_modules.twin import generate
 
-    missing = []
     used = {c.data_name for c in spec.cells}
     for name, entry in spec.data.items():
-        if name not in used:
-            continue
-        root = Path(entry["root"])
-        if "twin" in entry:
+        if name in used and "twin" in entry:
             t = dict(entry["twin"])
-            generate(t.pop("dataset", name), root, n=t.pop("n"), seed=t.pop("seed", 0), size=t.pop("size", None), **t)
-        elif not root.is_dir():
-            missing.append(f"{name} (expected at {root})")
+            generate(t.pop("dataset", name), Path(entry["root"]), n=t.pop("n"), seed=t.pop("seed", 0),
+                     size=t.pop("size", None), **t)
+    missing = missing_roots(spec)
     if missing:
         raise SpecError(f"{spec.path}: missing dataset(s): {', '.join(missing)}. Set CXR_DATA to the folder "
                         "holding them in the releases' layouts (see README), or run `make bench-smoke` for twins.")
@@ -65,6 +61,13 @@ def prepare_data(spec: Spec) -> None:
     if problems:
         raise SpecError(f"{spec.path}: {len(problems)} dataset layout problem(s), found before anything trains:\n  "
                         + "\n  ".join(problems))
+
+
+def missing_roots(spec: Spec) -> list[str]:
+    """The real datasets (no twin) used by the spec's cells whose root folder is absent."""
+    used = {c.data_name for c in spec.cells}
+    return [f"{n} (expected at {e['root']})" for n, e in spec.data.items()
+            if n in used and "twin" not in e and not Path(e["root"]).is_dir()]
 
 
 def check_layouts(spec: Spec) -> list[str]:
