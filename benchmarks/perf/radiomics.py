@@ -72,8 +72,7 @@ def measure(sizes=(128, 1024), pyradiomics_rois: int = 48, repeats: int = 5, dev
     devices = devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     for dev in devices:
         for n in sizes:
-            t = engine_time(images[:n].to(dev), boxes[:n].to(dev), repeats if n <= 128 or dev == "cuda"
-                            else max(2, repeats // 2))
+            t = engine_time(images[:n].to(dev), boxes[:n].to(dev), repeats)
             row = {"device": dev, "rois": n, "ms": 1000 * t, "rois_per_s": n / t, "ratio": n / t / out["pyradiomics_rois_per_s"]}
             out["engine"].append(row)
             log(f"engine {dev:4s} {n:5d} ROIs: {row['rois_per_s']:9.1f} ROIs/s  {row['ms']:8.1f} ms  "
@@ -85,7 +84,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 1024])
     ap.add_argument("--pyradiomics-rois", type=int, default=48)
-    ap.add_argument("--repeats", type=int, default=5, help="engine calls per size (best taken); half for > 128 ROIs on CPU")
+    ap.add_argument("--repeats", type=int, default=5, help="engine calls per size (best taken)")
     args = ap.parse_args(argv)
     return measure(args.sizes, args.pyradiomics_rois, args.repeats)
 
