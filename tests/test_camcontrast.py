@@ -217,12 +217,13 @@ def test_a_split_with_one_class_empty_is_refused_before_any_training_step(export
 @pytest.fixture(scope="module")
 def stage1(twin_factory, tmp_path_factory):
     """Stage 1 on the RGT split of the cardiomegaly twin (the AMM/RGT/probe tests' twin), abnormal vs
-    normal, 64 px, U-Net width 8 cut at 4 levels (8×8 CAMs), 12 epochs: ~25 CPU-seconds."""
+    normal, 128 px, U-Net width 8 cut at 4 levels (16×16 CAMs), 12 epochs: ~40 CPU-seconds. (At 64 px,
+    8×8 CAMs, the heatmap's box beat random boxes for 2 seeds of 3; see the test below.)"""
     tmp = tmp_path_factory.mktemp("cam_stage1")
     root = twin_factory("nih", n=900, seed=2, size=128)
     L.seed_everything(0)
-    dm = NIH(root, protocol="rgt", label_set="abnormal", transforms="plain", image_size=64, eval_size=64,
-             cache_size=128, cache_dir=str(tmp / "c"), batch_size=32)
+    dm = NIH(root, protocol="rgt", label_set="abnormal", transforms="plain", image_size=STAGE1_SIZE,
+             eval_size=STAGE1_SIZE, cache_size=128, cache_dir=str(tmp / "c"), batch_size=32)
     model = CAMContrastCAM(encoder_kwargs={"width": 8, "depth": 4}, lr=0.05, warmup_epochs=1, loc_threshold=0.7,
                            num_classes=1, class_names=["Abnormal"])
     trainer = _trainer(STAGE1_EPOCHS)
@@ -232,20 +233,21 @@ def stage1(twin_factory, tmp_path_factory):
 
 
 STAGE1_EPOCHS = 12
+STAGE1_SIZE = 128
 
 
 def test_stage1_learns_the_coarse_label_and_scores_its_heatmaps_against_every_box(stage1):
     """Stage 1 learns normal vs abnormal (test AUC; a broken loss or CAM path stays near 0.5) and its
-    abnormal-class heatmap is scored on the RGT protocol's held-out box images, every box of every
-    disease against it (one (image, Abnormal) pair per box image).
+    abnormal-class heatmap overlaps the boxes better than chance, on the RGT protocol's held-out box
+    images, every box of every disease against it (one (image, Abnormal) pair per box image):
+    ``cxrbench.localization.chance.VersusChance``.
 
-    Measured (seeds 0/1/2; 12 epochs) on the RGT partition (box patients' other images split like any
-    other's): AUC 0.642 / 0.770 / 0.563 — STAGE1_AUC is set below them (16 epochs: 0.603 / 0.609 / 0.563). The
-    heatmap's top box (level 0.7 = Wang et al.'s 180/255) against the same box at random places, IoU
-    0.105 vs 0.083 / 0.097 vs 0.101 / 0.045 vs 0.063, and its peak in a box 0.16 / 0.08 / 0.03 vs a
-    random point's 0.08: better than chance for one seed of three, so at this scale (64 px, 8×8 CAMs,
-    420 training images, all 8 diseases' boxes incl. nodules) the overlap is printed, not asserted.
-    Per disease (seed 0) the map finds effusion (IoU 0.17 vs 0.08) and masses, not cardiomegaly.
+    Measured (seeds 0/1/2; 12 epochs, 128 px, 16×16 CAMs) on the RGT partition: AUC 0.552 / 0.702 /
+    0.760; the heatmap's top box (level 0.7 = Wang et al.'s 180/255) IoU 0.051 / 0.065 / 0.134 against
+    the same box at random places 0.018 / 0.024 / 0.052 (2.6–2.8×); its peak in a box 0.17 / 0.17 / 0.29
+    against a random point's 0.08 (2.1–3.6×). The thresholds below are 1.5× chance and an AUC under
+    every seed's. At 64 px (8×8 CAMs) the box beat random boxes for 2 seeds of 3 (IoU 0.118 vs 0.066,
+    0.112 vs 0.076, 0.082 vs 0.089): too coarse a map for the twin's small lesions.
     """
     from cxrbench.localization import heatmap_to_boxes
     from cxrbench.localization.chance import VersusChance
@@ -261,23 +263,27 @@ def test_stage1_learns_the_coarse_label_and_scores_its_heatmaps_against_every_bo
         for b in dm.dataloader("loc", shuffle=False):
             maps = model.heatmaps(to_float(b["image"]))
             boxes = [heatmap_to_boxes(hm.numpy(), model.loc_threshold) for hm in maps[:, 0]]
-            top = torch.stack([torch.as_tensor(bx[0, :4] if len(bx) else np.array([0.0, 0.0, 64.0, 64.0]))
+            full = np.array([0.0, 0.0, STAGE1_SIZE, STAGE1_SIZE], float)
+            top = torch.stack([torch.as_tensor(bx[0, :4] if len(bx) else full)
                                for bx in boxes])[:, None]  # a flat map (no box): the whole image
             tally.update(maps, top, b["boxes"], [torch.zeros_like(l) for l in b["box_labels"]])
     r = tally.summary()["Abnormal"]
     print(f"stage-1 AUC {m['auc/mean']:.3f}; top box IoU {r['iou']:.3f} vs random {r['random_iou']:.3f}; "
           f"pointing {r['pointing']:.2f} vs chance {r['pointing_chance']:.2f}; n={r['n']}")
     assert r["n"] == m["loc/n_pairs"]
+    assert r["iou"] > CHANCE_MARGIN * r["random_iou"], r
+    assert r["pointing"] > CHANCE_MARGIN * r["pointing_chance"], r
 
 
-STAGE1_AUC = 0.55  # below the worst measured seed (0.563)
+STAGE1_AUC = 0.53  # below the worst measured seed (0.552)
+CHANCE_MARGIN = 1.5  # measured 2.6–2.8× (box IoU) and 2.1–3.6× (pointing) over 3 seeds
 
 
 def test_stage2_loss_falls_on_the_exported_heatmaps(stage1):
     """Stage 1 → heatmap artifact (the twin's RGT train+val images) → NIHCrops → stage 2, 20 steps.
 
     The loss falls from ~24 (τ = 0.05: at initialisation the image and heatmap projections sit in two
-    tight, mutually orthogonal clusters) to about log(2B − 1) = 4.16 for B = 32. What it does not do at
+    tight, mutually orthogonal clusters) to about log(2B − 1) = 4.14 for B = 32. What it does not do at
     this scale is more: on the twin at 64 px with a width-8 encoder, a few hundred steps, every tried
     setting (lr 1e-3…5e-2, 0–40 warm-up steps, τ 0.05/0.5, BatchNorm in the projectors, He or default
     init of the heatmap encoder) ends in the collapsed state (mean cosine of image projections 0.99),
@@ -288,7 +294,7 @@ def test_stage2_loss_falls_on_the_exported_heatmaps(stage1):
     path = tmp / "runs" / "s1" / "artifacts" / "heatmaps"
     model1.export_artifact("heatmaps", path, stage1["dm"], {"run_id": "s1"})
     L.seed_everything(0)
-    dm = NIHCrops(stage1["root"], protocol="rgt", heatmaps=str(path), full_size=64, image_size=32, cache_size=128,
+    dm = NIHCrops(stage1["root"], protocol="rgt", heatmaps=str(path), full_size=STAGE1_SIZE, image_size=32, cache_size=128,
                   cache_dir=str(tmp / "c"), batch_size=32)
     model = CAMContrast(encoder_kwargs={"width": 8, "depth": 4}, lr=0.01, momentum=0.9, warmup_fraction=0.1)
     losses = []
