@@ -305,3 +305,29 @@ def test_the_gpu_zone_labelling_gives_the_same_features(monkeypatch):
     propagated = extract(torch.from_numpy(images), masks=torch.from_numpy(masks))
     assert torch.equal(torch.isnan(cpu_zones), torch.isnan(propagated))
     assert torch.allclose(cpu_zones.nan_to_num(), propagated.nan_to_num(), rtol=1e-12, atol=0)
+
+
+def test_laned_counts_and_cpu_fast_paths_give_the_gpu_layouts_features(monkeypatch):
+    # The CPU-only paths (laned bincounts, boxes binned in the pages, cc3d zones)
+    # against the layout a GPU runs (one lane, per-pixel lists, propagated zones), both on the CPU here.
+    from cxrbench.components import propagate_regions
+    from cxrbench.radiomics import engine
+
+    images, masks = _rois(30, seed=5)
+    rng = np.random.default_rng(5)
+    boxes = torch.from_numpy(np.concatenate([rng.integers(0, 20, (30, 2)), rng.integers(30, 64, (30, 2))], 1))
+    imgs = torch.from_numpy(images)
+    fast = [extract(imgs, masks=torch.from_numpy(masks)), extract(imgs, boxes=boxes)]
+    monkeypatch.setattr(engine, "LANES", 1)
+    monkeypatch.setattr(engine, "COPY_BOXES_ON_CPU", False)
+    monkeypatch.setattr(engine, "ZONES_BY_CC3D", False)
+    monkeypatch.setattr(engine, "label_regions", lambda v, m, c, canonical=True: propagate_regions(v, m, c))
+    slow = [extract(imgs, masks=torch.from_numpy(masks)), extract(imgs, boxes=boxes)]
+    for a, b in zip(fast, slow):
+        assert torch.equal(torch.isnan(a), torch.isnan(b)) and not torch.isnan(a).all()
+        assert torch.allclose(a.nan_to_num(), b.nan_to_num(), rtol=1e-10, atol=0)
+
+
+def test_empty_images_with_masks_of_another_shape_are_still_refused():
+    with pytest.raises(RadiomicsInputError, match="differ in shape"):
+        extract(torch.zeros(0, 8, 8), masks=torch.zeros(3, 8, 8))
