@@ -287,8 +287,11 @@ def test_stage2_loss_falls_on_the_exported_heatmaps(stage1):
     this scale is more: on the twin at 64 px with a width-8 encoder, a few hundred steps, every tried
     setting (lr 1e-3…5e-2, 0–40 warm-up steps, τ 0.05/0.5, BatchNorm in the projectors, He or default
     init of the heatmap encoder) ends in the collapsed state (mean cosine of image projections 0.99),
-    and a strict probe of that encoder is no better than of a random one (abnormal AUC at fraction 0.25:
-    0.41–0.60 vs 0.57; see the CAMContrast report). The paper's 72k steps at 224 px are beyond a CPU test.
+    and a strict probe of that encoder on this twin's abnormal label is no better than of a random one
+    (AUC at fraction 0.25: 0.41–0.60 vs 0.57). On the 14 findings it is: the twin tables
+    (``benchmarks/camcontrast_tables_twin.yaml``, three probe seeds) give nih14-linear AUC 0.550 vs
+    0.474 for a random encoder at 1% (paired +0.075, CI +0.007…+0.141), and more at every larger
+    fraction — a sweep, not a test. The paper's 72k steps at 224 px are beyond a CPU test.
     """
     model1, tmp = stage1["model"], stage1["tmp"]
     path = tmp / "runs" / "s1" / "artifacts" / "heatmaps"

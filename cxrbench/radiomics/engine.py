@@ -38,7 +38,7 @@ on the CPU (its nonzero is ~5× torch's). Those took 1,024 ROIs from 1.0–1.4 s
 ``benchmarks/perf/radiomics.py`` measures it against PyRadiomics.
 
 Memory: ROIs are sorted by box size and processed in chunks of ``chunk`` (default 128); a chunk's
-pages hold ~1.4× its ROI pixels, and peak memory is about 120 bytes per page pixel (measured: 0.75 GB
+pages hold ~1.4× its ROI pixels, and peak memory is about 120 bytes per page pixel (measured: 0.75–0.81 GB
 for 128 ROIs of 223² of random texture; 128 boxes of 40–120 px: ~0.15 GB), whatever the batch size. A ROI may span at most
 ``MAX_LEVELS`` gray-level bins (the GLCM holds chunk × 4 × levels² counts): 0–255 and 12-bit images
 at binWidth 25 are far below it; a wider range is refused with advice, not silently truncated.
