@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# Run as a file: the repository root on the path (for ``benchmarks.byoa_localization``), this folder off it.
+sys.path[:] = [str(Path(__file__).resolve().parents[1])] + [
+    p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402

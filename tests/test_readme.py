@@ -328,3 +328,19 @@ def test_the_readme_names_every_dataset_make_bench_all_reads(workdir):
     sentence = re.search(r"`make bench-all` needs `CXR_DATA` holding (.*?) in the release", README.read_text())
     assert sentence, "README no longer says what `make bench-all` needs"
     assert set(re.findall(r"`(\w+)/`", sentence.group(1))) == used
+
+
+def test_every_benchmark_script_starts_as_a_file_from_any_folder(tmp_path):
+    """`python benchmarks/X.py --help` from another folder: a script that imports ``benchmarks.*`` must
+    put the checkout on the path itself (byoa_gmml.py did not, and failed before parsing its arguments)."""
+    import sys
+
+    scripts = sorted(p for p in (REPO / "benchmarks").glob("*.py") if p.name != "__init__.py")
+    assert len(scripts) >= 5
+    failed = {}
+    for script in scripts:
+        res = subprocess.run([sys.executable, str(script), "--help"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+        if res.returncode != 0 or "usage" not in res.stdout.lower():
+            failed[script.name] = res.stderr[-300:]
+    assert failed == {}, failed
