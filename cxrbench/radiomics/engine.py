@@ -225,6 +225,7 @@ class _Chunk(NamedTuple):
     x_row: torch.Tensor  # [n, h] Σ x over them
     per_col: torch.Tensor  # [n, w] ROI pixels per box column
     filled: bool  # every ROI fills its bounding box (boxes)
+    code: torch.Tensor  # [S, P, Wp] int32: (roi + 1)·(G + 1) + bin, a pixel's ROI and level in one key; 0 outside
 
 
 def _pack(eh: list[int], ew: list[int]):
@@ -284,10 +285,9 @@ def _gather(images, masks, sel, y0, x0, eh, ew, bin_width: float) -> _Chunk:
         lo, hi = (float(t) for t in torch.aminmax(img_p))  # (the zeros between boxes change neither test)
         if lo >= 0 and hi < 4096 and bool((img_p == img_p.round()).all()):
             # Integer gray values (every radiograph): the value histograms and the bins straight from
-            # the pages, with the pixels between boxes keyed to a trash entry. Pulling the ROI pixels
-            # out as lists (boolean indexing) was 40% of this function.
-            # Key (roi + 1)·V + value, int32: the pixels between boxes (roi −1, value 0) key 0, in a
-            # first block that is dropped (no select).
+            # the pages (pulling the ROI pixels out as lists by boolean indexing was 40% of this
+            # function). Key (roi + 1)·V + value, int32: the pixels between boxes (roi −1, value 0)
+            # key 0, in a first block that is dropped (no select).
             V = int(hi) + 1
             if (n + 1) * V >= 2**31:
                 raise RadiomicsInputError(f"{n} ROIs of {V} gray values overflow the engine's int32 keys: pass fewer ROIs per chunk")
@@ -331,11 +331,9 @@ def _gather(images, masks, sel, y0, x0, eh, ew, bin_width: float) -> _Chunk:
         hist = hist[:, 1:].round().long()
     else:
         hist = torch.bincount(r * G + (b - 1), minlength=n * G).view(n, G)
-    if x is None:
-        pass  # (bins built above)
-    elif q is None:
+    if x is not None and q is None:  # (x is None: the bins were built in the pages above)
         bins = torch.zeros(S, P, Wp, dtype=torch.int32).masked_scatter_(inside, b)
-    else:
+    elif q is not None:
         dst = row_dst[q] + lx
         bins = torch.zeros(S * P * Wp, dtype=torch.int32, device=dev)
         bins[dst] = b
@@ -356,7 +354,8 @@ def _gather(images, masks, sel, y0, x0, eh, ew, bin_width: float) -> _Chunk:
         per_col = torch.bincount(r * w + lx, minlength=n * w).view(n, w).to(dt)
     per_row = torch.zeros(n * h, dtype=dt, device=dev).index_put_((row_at,), per_row_r).view(n, h)
     x_row = torch.zeros(n * h, dtype=dt, device=dev).index_put_((row_at,), x_row_r).view(n, h)
-    return _Chunk(n, G, bins, roi, inside, py, px, eh, ew, v, wt, hist, per_row, x_row, per_col, boxes)
+    code = (roi + 1) * (G + 1) + bins  # (built once: GLCM, GLRLM, GLDM/NGTDM and the zones key on it)
+    return _Chunk(n, G, bins, roi, inside, py, px, eh, ew, v, wt, hist, per_row, x_row, per_col, boxes, code)
 
 
 # ----------------------------------------------------------------------------------------- features
@@ -440,7 +439,7 @@ def _glcm(c: _Chunk, ng, n_present, out):
     # a pixel outside every ROI (roi −1, level 0) or a neighbour outside it (level 0) lands in an entry
     # dropped below, so no select is needed (level 0 = outside every ROI).
     size = (n + 1) * G1 * A * G1
-    base = _at((c.roi + 1) * G1 + c.bins, 0, 0) * (A * G1)
+    base = _at(c.code, 0, 0) * (A * G1)
     base += _lane_offsets(base.shape[-1], size, dev)
     keys = torch.empty((A,) + base.shape, dtype=base.dtype, device=dev)
     for a, (dy, dx) in enumerate(ANGLES):
@@ -545,7 +544,7 @@ def _glrlm(c: _Chunk, out):
     dev, dt = c.bins.device, torch.float64
     G1 = G + 1
     # A pixel's ROI and level in one value, (roi + 1)·(G + 1) + level: 0 outside every ROI (roi −1, level 0).
-    code = (c.roi + 1) * G1 + c.bins
+    code = c.code
     if (n + 1) * G1 <= torch.iinfo(torch.int16).max:  # half the bytes for the line copies and comparisons
         code = code.to(torch.int16)
     keys = []
@@ -622,7 +621,7 @@ def _zones(c: _Chunk) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lab, K = cc3d.connected_components(v.reshape(S * P, Wp), connectivity=8, out_dtype=np.uint32, return_N=True)
         flat = torch.from_numpy(lab.reshape(-1).view(np.int32))  # (K < 2³¹: fewer zones than pixels)
         size = torch.bincount(flat, minlength=K + 1)[1:]  # (torch's: 1.5× numpy's here)
-        code = torch.zeros(K + 1, dtype=torch.int32).scatter_(0, flat.long(), ((c.roi + 1) * G1 + c.bins).reshape(-1))
+        code = torch.zeros(K + 1, dtype=torch.int32).scatter_(0, flat.long(), c.code.reshape(-1))
         code = code[1:]  # (zone 0, the background, holds code 0)
         return code // G1 - 1, code % G1, size
     zones = regions(label_regions(c.bins, c.inside, 8, canonical=False), c.inside)
@@ -701,7 +700,7 @@ def _gldm_ngtdm(c: _Chunk, out):
     # (roi + 1, level) in one value, 0 for a pixel outside every ROI (roi −1, level 0): counted in
     # entries dropped below (no select)
     G1 = G + 1
-    level = _at((c.roi + 1) * G1 + c.bins, 0, 0)
+    level = _at(c.code, 0, 0)
     size = (n + 1) * G1 * D
     P = _count_lanes(level * D + _lane_offsets(level.shape[-1], size, dev) + equal, size).view(n + 1, G1, D)
     P = P[1:, 1:].to(dt)  # [n, G, D]
