@@ -44,3 +44,48 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if any(k in item.name for k in SLOW):
             item.add_marker(pytest.mark.slow)
+
+
+# ------------------------------------------------------------------------------------ learns tests
+#: How every "learns" test is measured (``python tests/measure_learns.py``, table in tests/README.md):
+#: CXRBENCH_LEARNS_SEED picks the training seed (default 0, what `make test` runs),
+#: CXRBENCH_LEARNS_OUT names a JSON-lines file the test appends its measured numbers to, and
+#: CXRBENCH_LEARNS_BROKEN=detach zeroes every gradient of the method under test after each backward
+#: (a detached loss): the broken variant each learns test must fail for.
+class Learns:
+    def __init__(self, node):
+        self.test = node.nodeid
+        self.seed = int(os.environ.get("CXRBENCH_LEARNS_SEED", "0"))
+        self.broken = os.environ.get("CXRBENCH_LEARNS_BROKEN", "")
+        if self.broken not in ("", "detach"):
+            raise ValueError(f"CXRBENCH_LEARNS_BROKEN={self.broken!r}: expected 'detach' or nothing")
+
+    def callbacks(self) -> list:
+        """Callbacks for the trainer of the method under test: none, or the broken variant's."""
+        if not self.broken:
+            return []
+        import lightning as L
+
+        class DetachedLoss(L.Callback):
+            def on_after_backward(self, trainer, pl_module):
+                for p in pl_module.parameters():
+                    p.grad = None
+
+        return [DetachedLoss()]
+
+    def record(self, **metrics) -> None:
+        """Appends the test's measured numbers (before its asserts) for the measurement table."""
+        out = os.environ.get("CXRBENCH_LEARNS_OUT")
+        if out:
+            import json
+
+            row = {"test": self.test, "seed": self.seed, "broken": self.broken,
+                   "kernels": os.environ.get("ATEN_CPU_CAPABILITY", "default"),
+                   **{k: float(v) for k, v in metrics.items()}}
+            with open(out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture
+def learns(request):
+    return Learns(request.node)

@@ -87,36 +87,48 @@ def _pointing_and_overlap(model, dm):
     return tally.summary()["Cardiomegaly"]
 
 
-def test_amm_learns_cardiomegaly_and_w_finds_the_heart(cardiomegaly_twin, tmp_path):
-    """Tiny AMM (resnet10t cut at its stride-16 stage: 8×8 W at 128 px, 24 epochs, ~2 CPU minutes).
+def test_amm_learns_cardiomegaly_and_reports_where_w_points(cardiomegaly_twin, tmp_path, learns):
+    """Tiny AMM (resnet10t cut at its stride-16 stage: 8×8 W at 128 px, 24 epochs, ~2.5 CPU minutes)
+    learns cardiomegaly; W's localization is measured and recorded, not asserted.
 
-    A broken head or loss stays near AUC 0.5. Localization needs W finer than 4×4: with the full
-    resnet10t (stride 32) W's maximum lands in the heart box no more often than a random point
-    (0.16 vs 0.18 measured); cut at stride 16 it does ~4× more often, and W's box overlaps the heart
-    box more than same-size random boxes do.
+    Measured (``python tests/measure_learns.py --tests amm``; seeds 0/1/2) test AUC 0.921 / 0.958 / 0.828
+    on the default kernels and 0.806 / 0.924 / 0.835 with ``ATEN_CPU_CAPABILITY=avx2``; the bound 0.75 is
+    below the worst of the six. A detached loss (``CXRBENCH_LEARNS_BROKEN=detach``) fails it.
+
+    W's maximum lands in the heart box (pointing game, chance 0.18) for 0.78 / 0.88 / 0.54 of the box
+    images on the default kernels but 0.74 / 0.60 / 0.20 with avx2 kernels, and W's box beats same-size
+    random boxes by 0.005–0.03 IoU at best (0.225 vs 0.216 … 0.289 vs 0.256): the localization this
+    test used to assert (pointing > 2 × chance + 0.1) is one trajectory, not a property of the method at
+    this scale. 40 epochs, lr 0.003 or a clearer twin (difficulty 0.3) did not make it hold on the failing
+    seed (pointing 0.18–0.50). Whether W localizes is a scale question (issue 32); this test keeps the
+    numbers (``learns.record``) so that its table in tests/README.md shows them.
     """
     from data_modules import NIH
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # see conftest: no thread fights between the two xdist workers
-    L.seed_everything(0)
+    L.seed_everything(learns.seed)
     dm = NIH(cardiomegaly_twin, protocol="amm", label_set="cardiomegaly", transforms="plain", image_size=128,
              eval_size=128, cache_size=128, cache_dir=str(tmp_path / "c"), batch_size=32, val_share=0.15)
     model = AMM(backbone="resnet10t", backbone_stage=-2, lr=0.01, num_classes=1, class_names=["Cardiomegaly"],
                 threshold="val_youden")
     trainer = L.Trainer(max_epochs=24, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, deterministic=True)
+                        enable_progress_bar=False, enable_model_summary=False, deterministic=True,
+                        callbacks=learns.callbacks())
     trainer.fit(model, dm)
     trainer.test(model, dm, verbose=False)
     m = model.test_metrics
-    assert m["auc/mean"] > 0.75, m  # the twin keeps even a good reader well below 1.0
-    assert m["loc/n_pairs"] >= 20 and all(0 <= m[f"iou_acc@{t}/mean"] <= 1 for t in (0.1, 0.3, 0.5))
     r = _pointing_and_overlap(model, dm)
-    print(f"pointing {r['pointing']:.2f} (chance {r['pointing_chance']:.2f}); W box IoU {r['iou']:.3f} "
-          f"(random boxes {r['random_iou']:.3f}); n={r['n']}")
-    assert r["n"] >= 20
-    assert r["pointing"] > 2 * r["pointing_chance"] + 0.1, r
-    assert r["iou"] > r["random_iou"], r
+    learns.record(auc=m["auc/mean"], pointing=r["pointing"], pointing_chance=r["pointing_chance"], iou=r["iou"],
+                  random_iou=r["random_iou"], energy=r["energy"])
+    print(f"AUC {m['auc/mean']:.3f}; pointing {r['pointing']:.2f} (chance {r['pointing_chance']:.2f}); W box IoU "
+          f"{r['iou']:.3f} (random boxes {r['random_iou']:.3f}); W mass in the box {r['energy']:.2f}; n={r['n']}")
+    assert m["auc/mean"] > AMM_AUC, m  # the twin keeps even a good reader well below 1.0
+    assert m["loc/n_pairs"] >= 20 and all(0 <= m[f"iou_acc@{t}/mean"] <= 1 for t in (0.1, 0.3, 0.5))
+    assert r["n"] >= 20 and 0 <= r["pointing"] <= 1 and 0 < r["energy"] < 1
+
+
+AMM_AUC = 0.75  # below the worst of 3 seeds × 2 kernel families (0.806)
 
 
 def _cli(*args, cwd):

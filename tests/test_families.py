@@ -180,31 +180,32 @@ def test_segmentation_family_scores_per_image_with_empty_masks_counting_one():
 
 
 # ---------------------------------------------------------------------------------------- learns (twin)
-def _trainer(epochs):
+def _trainer(epochs, callbacks=()):
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # see conftest: no thread fights between the two xdist workers
     return L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False)
+                     enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))
 
 
-def test_random_init_unet_segments_the_twins_lungs(twin_factory, tmp_path):
+def test_random_init_unet_segments_the_twins_lungs(twin_factory, tmp_path, learns):
     """A random-init U-Net (width 8, 64 px, Dice loss, 12 epochs, ~10 CPU-seconds) trained on Shenzhen
     twin lungs, tested on Montgomery. Measured Dice 0.83 / 0.92 / 0.88 and HD95 17.6 / 2.7 / 10.4 px
     (seeds 0/1/2); an empty prediction scores Dice 0, the whole image ~0.45."""
     from data_modules import Lungs
 
-    L.seed_everything(0)
+    L.seed_everything(learns.seed)
     dm = Lungs(twin_factory("lungs", n=60, size=96), transforms="seg", image_size=64, cache_size=96,
                cache_dir=str(tmp_path / "c"), batch_size=8)
     model = EncoderSegmenter(**{**SMALL, "encoder_kwargs": {"width": 8}}, optimizer="adamw", lr=3e-3, weight_decay=1e-5,
                              class_names=["abnormal"])
-    trainer = _trainer(12)
+    trainer = _trainer(12, learns.callbacks())
     trainer.fit(model, dm)
     trainer.test(model, dm, verbose=False)
     m = model.test_metrics
     masks = torch.cat([b["mask"] for b in dm.dataloader("test", shuffle=False)]).float()
     share = masks.mean((1, 2, 3))
     all_ones = float((2 * share / (1 + share)).mean())  # Dice of predicting the whole image
+    learns.record(dice=m["dice/mean"], all_ones=all_ones, hd95=m["hd95/mean"])
     print(f"lung Dice {m['dice/mean']:.3f}, IoU {m['iou/mean']:.3f}, HD95 {m['hd95/mean']:.1f} px; all-ones {all_ones:.3f}")
     assert m["n_images"] >= 10 and m["n_positive"] == m["n_images"]
     assert m["dice/mean"] > LUNG_DICE and m["dice/mean"] > all_ones + 0.2, m
@@ -214,29 +215,30 @@ def test_random_init_unet_segments_the_twins_lungs(twin_factory, tmp_path):
 LUNG_DICE = 0.7  # below the worst measured seed (0.83)
 
 
-def test_strict_probe_on_a_supce_encoder_beats_the_same_probe_on_a_random_encoder(twin_factory, tmp_path):
+def test_strict_probe_on_a_supce_encoder_beats_the_same_probe_on_a_random_encoder(twin_factory, tmp_path, learns):
     """SupCE (U-Net encoder, width 8, 48 px, 4 epochs) pretrained on the cardiomegaly twin's training
     split, then a strict linear probe (4 epochs) on its frozen encoder vs the same probe on a random
     encoder, same data and seed (~15 CPU-seconds). Measured test AUC, SupCE vs random encoder:
     0.97 vs 0.46, 0.79 vs 0.65, 0.95 vs 0.35 (seeds 0/1/2): the smallest margin is 0.14."""
     from data_modules import NIH
 
-    L.seed_everything(0)
+    L.seed_everything(learns.seed)
     dm = NIH(twin_factory("nih", n=900, seed=2, size=128), protocol="amm", label_set="cardiomegaly",
              transforms="plain", image_size=48, cache_size=128, cache_dir=str(tmp_path / "c"), batch_size=32,
              val_share=0.15)
     enc = {"encoder": "unet", "encoder_kwargs": {"width": 8}}
     pre = SupCE(**enc, lr=0.05, momentum=0.9, class_names=["Cardiomegaly"])
-    _trainer(4).fit(pre, dm)
+    _trainer(4, learns.callbacks()).fit(pre, dm)
     path = pre.export_artifact("encoder", tmp_path / "encoder.pt", dm, {"run_id": "test"})
     aucs = {}
     for name, kwargs in (("supce", {"encoder_artifact": str(path)}), ("random", enc)):
-        L.seed_everything(0)
+        L.seed_everything(learns.seed)
         probe = LinearProbe(**kwargs, lr=0.1, class_names=["Cardiomegaly"], threshold="val_youden")
         trainer = _trainer(4)
         trainer.fit(probe, dm)
         trainer.test(probe, dm, verbose=False)
         aucs[name] = probe.test_metrics["auc/mean"]
+    learns.record(supce=aucs["supce"], random=aucs["random"], margin=aucs["supce"] - aucs["random"])
     print(f"probe AUC: SupCE encoder {aucs['supce']:.3f}, random encoder {aucs['random']:.3f}")
     assert aucs["supce"] > aucs["random"] + PROBE_MARGIN, aucs
 

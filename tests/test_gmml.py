@@ -271,7 +271,7 @@ FT_TWIN = {"n": 300, "size": 64}  # COVIDx twin: ~210 train / ~25 val / ~26 test
 
 
 def _gmml_vs_scratch(root, seed: int, cache_dir: str, pre_epochs: int = 15, ft_epochs: int = 9,
-                     decoder: str = "public") -> dict:
+                     decoder: str = "public", pre_callbacks: tuple = ()) -> dict:
     """GMML-pretrain the small ViT on the twin's train split (no labels), then fine-tune it and the same
     ViT from scratch on covid vs rest with half the training labels, same seed, epochs and the paper's
     lr 5e-4; AUC on the val + test images (neither used for training or model selection)."""
@@ -291,7 +291,7 @@ def _gmml_vs_scratch(root, seed: int, cache_dir: str, pre_epochs: int = 15, ft_e
         def on_validation_epoch_end(self, trainer, module):
             losses.append(float(trainer.callback_metrics["val/loss"]))
 
-    _trainer(pre_epochs, callbacks=[Curve()]).fit(pre, dm("3class"))
+    _trainer(pre_epochs, callbacks=[Curve(), *pre_callbacks]).fit(pre, dm("3class"))
     artifact = pre.export_artifact("encoder", f"{cache_dir}/gmml-{seed}.pt", None, {"run_id": f"gmml-{seed}"})
     out = {"val_loss": losses}
     for arm, kw in (("gmml", {"encoder_artifact": str(artifact)}), ("scratch", {})):
@@ -308,7 +308,7 @@ def _gmml_vs_scratch(root, seed: int, cache_dir: str, pre_epochs: int = 15, ft_e
     return out
 
 
-def test_gmml_pretraining_loss_falls_and_fine_tuning_from_it_beats_from_scratch(twin_factory, tmp_path):
+def test_gmml_pretraining_loss_falls_and_fine_tuning_from_it_beats_from_scratch(twin_factory, tmp_path, learns):
     """Equal small budget (COVIDx twin of 300 images at 64 px; ViT 64-d, 4 blocks, patch 8): GMML on the
     ~210 unlabelled training images (15 epochs), then 9 epochs of fine-tuning on covid vs rest with half
     the labels, at the paper's lr 5e-4, beside the same ViT from scratch with the same seed and budget.
@@ -318,7 +318,9 @@ def test_gmml_pretraining_loss_falls_and_fine_tuning_from_it_beats_from_scratch(
     0.34–0.54 after epoch 1, 0.090–0.098 after epoch 15 on every seed. Seed 0 runs here. With the paper's
     decoder narrowed to 256/256/64 (``finetune-paper``): GMML 0.924 / 0.850 / 0.475 / 0.640 / 0.762 / 0.939,
     beating scratch on 5 seeds of 6 — the gain is real on average and its size depends on the seed."""
-    r = _gmml_vs_scratch(twin_factory("covidx", **FT_TWIN), 0, str(tmp_path))
+    r = _gmml_vs_scratch(twin_factory("covidx", **FT_TWIN), learns.seed, str(tmp_path), pre_callbacks=learns.callbacks())
+    learns.record(gmml=r["gmml"], scratch=r["scratch"], margin=r["gmml"] - r["scratch"],
+                  val_loss_ratio=r["val_loss"][-1] / r["val_loss"][0])
     print(f"GMML val loss {r['val_loss'][0]:.3f} -> {r['val_loss'][-1]:.3f}; AUC gmml {r['gmml']:.3f} scratch {r['scratch']:.3f}")
     assert r["val_loss"][-1] < 0.4 * r["val_loss"][0], r["val_loss"]
     assert r["gmml"] > r["scratch"] + FT_MARGIN, r
@@ -327,14 +329,15 @@ def test_gmml_pretraining_loss_falls_and_fine_tuning_from_it_beats_from_scratch(
 FT_MARGIN = 0.05
 
 
-def test_unetr_segments_the_twins_lungs_beyond_the_lung_prior(twin_factory, tmp_path):
+def test_unetr_segments_the_twins_lungs_beyond_the_lung_prior(twin_factory, tmp_path, learns):
     """UNETR from scratch (the Table 5 baseline's network, small), train Shenzhen / test Montgomery on the
     lung twin at 64 px, 15 epochs. Measured (``python tests/test_gmml.py unetr 0,1,2,3,4,5,6``): Dice
     0.942 / 0.916 / 0.923 / 0.931 / 0.911 / 0.923 / 0.879 (IoU 0.79–0.89; HD95 1.7–2.6 px, 16.5 and 17.4
     on seeds 4 and 6: a stray blob); the mean training mask alone scores 0.844–0.848, so the margin over
     the lung prior is 0.035–0.095. Seed 0 runs here. (With feature size 8, 1 seed in 5 stalled near the
     prior: 0.62–0.65.)"""
-    r = _unetr_dice(twin_factory("lungs", **LUNG_TWIN), 0, str(tmp_path))
+    r = _unetr_dice(twin_factory("lungs", **LUNG_TWIN), learns.seed, str(tmp_path), callbacks=learns.callbacks())
+    learns.record(dice=r["dice/mean"], prior=r["prior"], margin=r["dice/mean"] - r["prior"])
     print(f"UNETR Dice {r['dice/mean']:.3f} (prior {r['prior']:.3f}) IoU {r['iou/mean']:.3f} HD95 {r['hd95/mean']:.2f}")
     assert r["dice/mean"] > UNETR_DICE and r["dice/mean"] > r["prior"] + 0.03, r
 
@@ -345,7 +348,7 @@ UNETR_DICE = 0.87
 LUNG_TWIN = {"n": 60, "size": 96}  # as test_families' lung test: 38 Shenzhen train, 4 val, 18 Montgomery test
 
 
-def _unetr_dice(root, seed: int, cache_dir: str, epochs: int = 15) -> dict:
+def _unetr_dice(root, seed: int, cache_dir: str, epochs: int = 15, callbacks: tuple = ()) -> dict:
     """UNETR (small ViT from scratch, feature size 16) trained on the twin's Shenzhen images at 64 px, tested
     on Montgomery; beside the Dice of the mean training mask (thresholded at 0.5) — the lung prior alone."""
     from data_modules import Lungs
@@ -359,7 +362,7 @@ def _unetr_dice(root, seed: int, cache_dir: str, epochs: int = 15) -> dict:
     for b in dm.dataloader("test"):
         metric.update(b["index"], prior.expand(len(b["mask"]), -1, -1, -1), b["mask"])
     model = UNETRSegmenter(encoder_kwargs=UNETR_VIT, feature_size=16, hd95=True)
-    trainer = _trainer(epochs, limit_val_batches=0)
+    trainer = _trainer(epochs, limit_val_batches=0, callbacks=list(callbacks))
     trainer.fit(model, dm)
     trainer.test(model, dm, verbose=False)
     return {"prior": metric.compute()["dice"], **model.test_metrics}

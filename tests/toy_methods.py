@@ -39,3 +39,19 @@ class SlowEpochs(L.Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+class PreemptOnce(L.Callback):
+    """Sends this process SLURM's preemption signal (submitit's USR2) at the start of epoch ``at_epoch``
+    of a run that did not resume: the requeue comes after a known epoch whatever the machine's speed,
+    where a timer would cut a loaded machine's run before its first checkpoint."""
+
+    def __init__(self, at_epoch: int = 3):
+        self.at_epoch = at_epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        import os
+        import signal
+
+        if trainer.current_epoch == self.at_epoch and trainer.ckpt_path is None:
+            os.kill(os.getpid(), signal.SIGUSR2)

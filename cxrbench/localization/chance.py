@@ -35,6 +35,19 @@ def peak_in_boxes(heatmap: torch.Tensor, truth: torch.Tensor) -> tuple[bool, flo
     return hit, float(inside.float().mean())
 
 
+def energy_in_boxes(heatmap: torch.Tensor, truth: torch.Tensor) -> float:
+    """Energy-based pointing game (Wang et al., Score-CAM, 2020): the share of the heatmap's mass (after
+    subtracting its minimum) that lies inside the true boxes. A flat map scores the boxes' share of the
+    image, the chance level ``peak_in_boxes`` returns; unlike the peak it does not hinge on one pixel."""
+    h, w = heatmap.shape[-2:]
+    inside = torch.zeros(h, w, dtype=torch.bool)
+    for x0, y0, x1, y1 in truth.tolist():
+        inside[max(0, round(y0)):round(y1), max(0, round(x0)):round(x1)] = True
+    mass = (heatmap.double() - heatmap.double().min()).clamp(min=0)
+    total = float(mass.sum())
+    return float(mass[inside].sum()) / total if total > 0 else float(inside.double().mean())
+
+
 class VersusChance:
     """Per class, over many images: a method's boxes and heatmap peaks against chance.
 
@@ -42,7 +55,8 @@ class VersusChance:
     heatmap pixels), the true boxes and their class indices per image (a DataModule's ``boxes`` /
     ``box_labels``), and optionally which boxes are a fallback rather than the heatmap's own.
     ``summary`` gives per class: n, iou (box vs truth), random_iou (the same box at random places),
-    pointing (peak in a true box), pointing_chance, and fallback (share, when given).
+    pointing (peak in a true box), pointing_chance (also the chance level of energy), energy (share of the
+    map's mass inside the true boxes), and fallback (share, when given).
     """
 
     def __init__(self, class_names: list[str], seed: int = 0, k: int = 20):
@@ -58,12 +72,14 @@ class VersusChance:
                 gt = gt_all[gl == k].double()
                 if not len(gt):
                     continue
-                r = self.rows.setdefault(name, {m: [] for m in ("iou", "random_iou", "pointing", "pointing_chance")})
+                r = self.rows.setdefault(name, {m: [] for m in ("iou", "random_iou", "pointing", "pointing_chance",
+                                                                "energy")})
                 r["iou"].append(float(box_iou(boxes[i, k][None].double(), gt).max()))
                 r["random_iou"].append(float(np.mean(random_box_ious(boxes[i, k], gt, h, w, self.rng, self.k))))
                 hit, share = peak_in_boxes(maps[i, k], gt)
                 r["pointing"].append(float(hit))
                 r["pointing_chance"].append(share)
+                r["energy"].append(energy_in_boxes(maps[i, k], gt))
                 if fallback is not None:
                     r.setdefault("fallback", []).append(float(fallback[i, k]))
 
