@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from .metrics.bootstrap import N_BOOT, patient_resamples, seed_mean_ci
 from .provenance import commit, data_provenance
+from .recipe import data_identity, file_sha256, fingerprint
 from .results import prediction_table, write_predictions, write_result
 
 
@@ -27,7 +28,14 @@ class WriteResult(L.Callback):
         scale: overrides the scale derived from the data (e.g. 'smoke').
         seed, fold: default to the run's global seed and the DataModule's fold (when it has folds).
         extra: more keys for the record (the runner adds ``resumed``: when the cell was resumed, and from which epoch).
+
+    The record also says which experiment it is a sample of (``cxrbench.recipe``): ``recipe`` (the resolved
+    config without seed, fraction, fold and paths, set by the CLI and the runner) with its ``fingerprint``,
+    ``data_identity`` (dataset, twin spec or real, split seed) and ``checkpoint`` (the scored file's path
+    and sha256, so a re-test of one checkpoint replaces its record on the boards instead of adding a seed).
     """
+
+    recipe: dict | None = None
 
     def __init__(self, task: str, method: str | None = None, out_dir: str | None = None, run_id: str | None = None,
                  scale: str | None = None, seed: int | None = None, fold: int | None = None, extra: dict | None = None):
@@ -58,11 +66,27 @@ class WriteResult(L.Callback):
         }
         if fold is not None and getattr(dm, "protocol", "cv") == "cv":
             record["fold"] = int(fold)
+        if self.recipe is not None:
+            record["recipe"] = {"fingerprint": fingerprint(self.recipe), "config": self.recipe}
+        record["data_identity"] = data_identity(dm)
+        if trainer.ckpt_path and Path(trainer.ckpt_path).is_file():
+            record["checkpoint"] = {"path": str(Path(trainer.ckpt_path).resolve()), "sha256": file_sha256(trainer.ckpt_path)}
         if pl_module.test_predictions and getattr(dm, "index", None) is not None:
             table = prediction_table(pl_module.test_predictions, dm.index.meta, list(pl_module.class_names))
             write_predictions(out, table)  # before the record: a finished record always has its predictions
             record["ci"] = run_ci(table)
         write_result(out, record)
+
+
+class RecipeStamp(L.Callback):
+    """Writes the run's recipe fingerprint into every checkpoint (``cxrbench_recipe``), so that
+    ``--ckpt_path best|last`` takes this config's checkpoint and never another config's in the same folder."""
+
+    def __init__(self, fingerprint: str, recipe: dict | None = None):
+        self.fingerprint, self.recipe = fingerprint, recipe
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["cxrbench_recipe"] = {"fingerprint": self.fingerprint}
 
 
 def run_ci(table, n_boot: int = N_BOOT) -> dict:

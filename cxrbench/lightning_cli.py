@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,6 +15,34 @@ from .methods.base import Method
 
 
 class CXRBenchCLI(LightningCLI):
+    def parse_arguments(self, parser, args) -> None:
+        """Lightning then takes a checkpoint's saved hyperparameters over the config's model: a checkpoint
+        of another method (a GAP checkpoint under an AMM config) would silently become the model. Refused
+        here, before anything is built, naming both."""
+        super().parse_arguments(parser, args)
+        config = self.config.get(self.config.get("subcommand")) if self.config.get("subcommand") else None
+        ckpt = config.get("ckpt_path") if config is not None else None
+        if ckpt and Path(ckpt).is_file():
+            import torch
+
+            from .recipe import MODEL_LINKED, _plain
+
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+            theirs = saved.get("_class_path")
+            model = config.get("model")
+            ours = getattr(model, "class_path", None)
+            if theirs and ours and not same_class(theirs, ours):
+                raise SystemExit(f"cxrbench: error: --ckpt_path {ckpt} holds a {theirs} checkpoint; this config's "
+                                 f"model is {ours}: test it with its own config, or name a checkpoint of {ours}")
+            args = _plain(getattr(model, "init_args", None) or {})
+            same = lambda a, b: json.dumps(_plain(a), sort_keys=True, default=str) == json.dumps(_plain(b), sort_keys=True, default=str)  # noqa: E731
+            differ = [k for k in sorted(args) if k in saved and k not in MODEL_LINKED and not same(args[k], saved[k])]
+            if differ:  # Lightning rebuilds the model from the checkpoint's arguments: say so, in one line
+                what = "; ".join(f"{k}: config {args[k]!r}, checkpoint {saved[k]!r}" for k in differ[:3])
+                print(f"cxrbench: note: --ckpt_path {ckpt} was trained with other model arguments than this config's "
+                      f"({what}{' …' if len(differ) > 3 else ''}); the model is built with the checkpoint's, and "
+                      "result.json records them", file=sys.stderr)
+
     def instantiate_classes(self) -> None:
         """A config whose parts do not fit together (a segmentation method on a classification
         DataModule, an artifact of the wrong kind, bad data) ends with its message, not a traceback,
@@ -31,13 +61,21 @@ class CXRBenchCLI(LightningCLI):
             data = (self.config.get(self.subcommand) if self.subcommand else self.config).get("data")
             where = f" (data: {getattr(data, 'class_path', data)})" if data is not None else ""
             raise SystemExit(f"cxrbench: error: the config cannot be built{where}: {_root_cause(err)}") from None
+        from .callbacks import WriteResult
+
+        for writer in (c for c in self.trainer.callbacks if isinstance(c, WriteResult)):
+            writer.recipe = self.recipe  # the record says which recipe it scored (the leaderboard's row)
 
     def before_instantiate_classes(self) -> None:
         """``data.batch_size`` is the global batch (the paper's), whatever the number of devices: on N
         devices each loader gets batch_size / N, so the lr stays the paper's, and BatchNorm statistics are
         synchronised across devices (``sync_batchnorm``, a no-op for models without BatchNorm)."""
+        from .recipe import recipe_of
+
         config = self.config.get(self.subcommand) if self.subcommand else self.config
+        self.recipe = recipe_of(config)  # before the batch is split: the recipe holds the global batch
         trainer, data = config.get("trainer"), config.get("data")
+        default_run_folder(config)
         init = getattr(data, "init_args", None)
         if trainer is None or init is None or "batch_size" not in init:
             return
@@ -51,22 +89,50 @@ class CXRBenchCLI(LightningCLI):
         init["batch_size"] = batch // world
         trainer["sync_batchnorm"] = True
 
+    def before_fit(self) -> None:
+        self._stamp_checkpoints()
+
+    def before_validate(self) -> None:
+        self._resolve_ckpt_path("validate")
+
+    def before_test(self) -> None:
+        self._resolve_ckpt_path("test")
+
     def before_predict(self) -> None:
         from .callbacks import WritePredictions
 
         if not any(isinstance(c, WritePredictions) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(WritePredictions())
+        self._resolve_ckpt_path("predict")
 
-    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
-        kwargs = super()._prepare_subcommand_kwargs(subcommand)
-        if kwargs.get("ckpt_path") in ("best", "last") and not self.trainer.checkpoint_callback.best_model_path:
-            kwargs["ckpt_path"] = str(self._checkpoint_on_disk(kwargs["ckpt_path"]))
-        return kwargs
+    def _stamp_checkpoints(self) -> None:
+        from .callbacks import RecipeStamp
+        from .recipe import fingerprint
+
+        if not any(isinstance(c, RecipeStamp) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(RecipeStamp(fingerprint(self.recipe), self.recipe))
+
+    def _resolve_ckpt_path(self, subcommand: str) -> None:
+        """``--ckpt_path best|last`` in a fresh process: this config's own checkpoint, found inside its
+        run folder (the logger's folder) among the checkpoints stamped with this recipe's fingerprint;
+        a named checkpoint whose weights do not fit the model is refused before any work, naming both."""
+        init = self.config_init[subcommand]
+        which = init.get("ckpt_path")
+        kept = self.trainer.checkpoint_callback
+        if which in ("best", "last") and not (kept is not None and kept.best_model_path):
+            init["ckpt_path"] = str(self._checkpoint_on_disk(which))
+        if init.get("ckpt_path") not in (None, "best", "last"):
+            check_checkpoint_fits(Path(init["ckpt_path"]), self.model)
 
     def _checkpoint_on_disk(self, which: str) -> Path:
-        """``--ckpt_path best|last`` in a fresh process: the newest ``last.ckpt`` under this config's
-        logger folder, or the best checkpoint its ModelCheckpoint recorded (read with weights_only)."""
+        """This config's ``last.ckpt`` under its logger folder (or the best checkpoint its ModelCheckpoint
+        recorded), read with weights_only: among the checkpoints of this config's model class, those
+        stamped with this recipe's fingerprint, else (another recipe of the same class, e.g. a predict with
+        other test-time arguments) the only run of that class there. Another class's checkpoint is never
+        taken; several candidate runs are refused, naming them (pass the path)."""
         import torch
+
+        from .recipe import fingerprint
 
         logger = self.trainer.logger
         root = Path(logger.root_dir if logger is not None else self.trainer.default_root_dir)
@@ -74,13 +140,33 @@ class CXRBenchCLI(LightningCLI):
         if not found:
             raise SystemExit(f"cxrbench: error: --ckpt_path {which}: no checkpoints/last.ckpt under {root} "
                              "(run `cxrbench fit` with this config first, or give the checkpoint's path)")
+        mine = fingerprint(self.recipe)
+        ours = getattr((self.config.get(self.subcommand) or {}).get("model"), "class_path", None)
+        states = {p: torch.load(p, map_location="cpu", weights_only=True) for p in found}
+        klass = {p: st.get("hyper_parameters", {}).get("_class_path") for p, st in states.items()}
+        mine_class = [p for p in found if klass[p] and same_class(klass[p], ours)]
+        exact = [p for p in mine_class if states[p].get("cxrbench_recipe", {}).get("fingerprint") == mine]
+        pool = exact or mine_class
+        if not pool:
+            raise SystemExit(f"cxrbench: error: --ckpt_path {which}: none of the {len(found)} checkpoints under {root} "
+                             f"is of this config's model {ours} (found: {', '.join(sorted({str(k) for k in klass.values()}))}); "
+                             "give the checkpoint's path")
+        runs = sorted({p.parent.parent for p in pool})
+        if len(runs) > 1:
+            raise SystemExit(f"cxrbench: error: --ckpt_path {which} is ambiguous: {len(runs)} runs of "
+                             f"{'this recipe' if exact else ours} under {root} "
+                             f"({', '.join(str(r.relative_to(root)) for r in runs)}); give the checkpoint's path")
+        last = pool[-1]
+        if not exact:
+            print(f"cxrbench: note: --ckpt_path {which}: {last} is the only {ours} run under {root}, trained with "
+                  "another recipe than this config's (other model or trainer arguments)", file=sys.stderr)
         if which == "last":
-            return found[-1]
-        state = torch.load(found[-1], map_location="cpu", weights_only=True)
-        best = [v.get("best_model_path") for k, v in state.get("callbacks", {}).items() if k.startswith("ModelCheckpoint")]
+            return last
+        best = [v.get("best_model_path") for k, v in states[last].get("callbacks", {}).items()
+                if k.startswith("ModelCheckpoint")]
         best = [b for b in best if b and Path(b).is_file()]
         if not best:
-            raise SystemExit(f"cxrbench: error: --ckpt_path best: {found[-1]} records no best checkpoint that exists; "
+            raise SystemExit(f"cxrbench: error: --ckpt_path best: {last} records no best checkpoint that exists; "
                              "use --ckpt_path last or a path")
         return Path(best[0])
 
@@ -89,6 +175,52 @@ class CXRBenchCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.init_args.class_names", apply_on="instantiate")
         parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
+
+
+def same_class(a: str, b: str) -> bool:
+    """One class under two dotted names (``cxrbench.methods.AMM`` and ``cxrbench.methods.amm.AMM``)."""
+    if a == b:
+        return True
+    from jsonargparse.typing import import_object
+
+    try:
+        return import_object(a) is import_object(b)
+    except (ImportError, AttributeError, ValueError):
+        return False
+
+
+def default_run_folder(config) -> None:
+    """A config that names no logger writes to its own folder, ``runs/<config name>/version_N``, never into
+    the ``lightning_logs`` every such config would share (where ``best|last`` could not tell them apart)."""
+    from jsonargparse import Namespace
+
+    trainer = config.get("trainer")
+    configs = config.get("config") or []
+    if trainer is None or trainer.get("logger") not in (None, True) or trainer.get("default_root_dir") or not configs:
+        return
+    name = Path(str(getattr(configs[0], "relative", configs[0]))).stem
+    trainer["logger"] = Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
+                                  init_args=Namespace(save_dir="runs", name=name))
+
+
+def check_checkpoint_fits(path: Path, model) -> None:
+    """Refuse, before any work, a checkpoint whose weights are not this model's (another architecture or
+    method): the tensors it lacks, has in excess or holds at other shapes are named."""
+    import torch
+
+    if not path.is_file():
+        raise SystemExit(f"cxrbench: error: --ckpt_path {path}: no such file")
+    state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(state))
+    extra = sorted(set(state) - set(ours))
+    shapes = sorted(k for k in set(ours) & set(state) if tuple(ours[k].shape) != tuple(state[k].shape))
+    if missing or extra or shapes:
+        what = "; ".join(f"{n} {label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
+                         for label, keys in (("missing", missing), ("unexpected", extra), ("of another shape", shapes))
+                         for n in [len(keys)] if keys)
+        raise SystemExit(f"cxrbench: error: --ckpt_path {path} holds the weights of another model than this config's "
+                         f"{type(model).__name__} ({what})")
 
 
 def world_size(devices, accelerator, num_nodes: int = 1) -> int:

@@ -85,6 +85,7 @@ def read_results(root: str | Path) -> list[dict]:
         rec["metrics"] = {k: (math.nan if v is None else v) for k, v in rec.get("metrics", {}).items()}
         rec = validate(rec, str(f))
         rec["_dir"] = str(f.parent)  # where predictions.csv lies (never written back)
+        rec["_mtime"] = f.stat().st_mtime  # the newest re-test of a checkpoint wins (leaderboard.assign_rows)
         out.append(rec)
     return out
 

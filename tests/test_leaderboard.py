@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,10 +14,21 @@ from cxrbench.leaderboard import build_leaderboards
 from cxrbench.results import ResultError, read_results, write_result
 
 
-def _rec(method, task, seed, metrics, fraction=1.0, data="twin", commit="abc1234def"):
-    return {"run_id": f"{method}-{task}-{seed}-{fraction}", "method": method, "task": task, "seed": seed,
-            "fraction": fraction, "metrics": metrics,
-            "provenance": {"data": data, "scale": "smoke", "commit": commit}}
+RECIPE = {"model": {"class_path": "cxrbench.methods.AMM", "init_args": {"lr": 0.01}}, "trainer": {"max_epochs": 2}}
+TWIN = {"dataset": "NIH", "data": "twin", "split_seed": 0, "twin": {"dataset": "nih", "n": 900, "seed": 2, "size": 128,
+                                                                   "difficulty": 0.5, "options": {}, "format": 1}}
+
+
+def _rec(method, task, seed, metrics, fraction=1.0, data="twin", commit="abc1234def", recipe=RECIPE, scale="smoke"):
+    from cxrbench.recipe import fingerprint
+
+    rec = {"run_id": f"{method}-{task}-{seed}-{fraction}", "method": method, "task": task, "seed": seed,
+           "fraction": fraction, "metrics": metrics,
+           "provenance": {"data": data, "scale": scale, "commit": commit},
+           "data_identity": {**TWIN, "data": data} if data == "twin" else {"dataset": "NIH", "data": "real", "split_seed": 0}}
+    if recipe is not None:
+        rec["recipe"] = {"fingerprint": fingerprint(recipe), "config": recipe}
+    return rec
 
 
 @pytest.fixture
@@ -37,38 +49,104 @@ def runs(tmp_path):
     return d
 
 
+def _all_rows(md: str, task: str) -> list:
+    """[(row label, cells)] of the table under ``## task``."""
+    part = md.split(f"## {task}\n", 1)[1].split("\n## ", 1)[0]
+    return [(line.split("|")[1].strip(), [c.strip() for c in line.split("|")[2:-1]])
+            for line in part.splitlines() if line.startswith("| ") and not line.startswith("| row ")]
+
+
+def _rows(md: str, task: str) -> dict:
+    return dict(_all_rows(md, task))
+
+
 def test_leaderboard_cells(runs, tmp_path):
     out = tmp_path / "results"
     written = build_leaderboards(runs, out)
     auc_md = (out / "leaderboard_auc.md").read_text()
     assert "data **twin**" in auc_md and "not* comparable" in auc_md and "commits abc1234def" in auc_md
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[3:-1]]
-            for line in auc_md.splitlines() if line.startswith("| amm") or line.startswith("| gap")}
-    header = [c.strip() for c in next(l for l in auc_md.splitlines() if l.startswith("| method")).split("|")[3:-1]]
-    assert header == ["nih-cardiomegaly AUC", "nih-cardiomegaly F1 (weighted)"]
-    # mean ± sample std over the two seeds, n, and the paper's number
-    assert rows["amm"][0] == "0.850 ± 0.071 (n=2) [paper 0.890]"
-    assert rows["amm"][1] == "0.710 ± 0.014 (n=2) [paper 0.860]"
-    assert rows["gap"][0] == "0.750 ± 0.000 (n=1) [paper 0.850]"
+    assert "A row is one recipe" in auc_md and "## nih-cardiomegaly" in auc_md and "## nih8-cls" not in auc_md
+    header = next(l for l in auc_md.splitlines() if l.startswith("| row"))
+    assert [c.strip() for c in header.split("|")[1:-1]] == ["row", "data", "fraction", "AUC", "F1 (weighted)"]
+    rows = _rows(auc_md, "nih-cardiomegaly")
+    data = "twin n=900 size=128 seed=2 difficulty=0.5 split_seed=0"
+    # mean ± sample std over the two seeds, n; one seed: its value alone, no "± 0.000"; no paper number on the twin
+    assert rows["amm"] == [data, "1", "0.850 ± 0.071 (n=2)", "0.710 ± 0.014 (n=2)"]
+    assert rows["gap"][2] == "0.750 (n=1)"
+    assert "[paper" not in auc_md and "Paper numbers are not shown beside these rows" in auc_md
 
     iou_md = (out / "leaderboard_iou.md").read_text()
-    line = next(l for l in iou_md.splitlines() if l.startswith("| nih-cardiomegaly | amm"))
-    cells = [c.strip() for c in line.split("|")[4:-1]]
-    assert cells == ["0.600 ± 0.141 (n=2)", "0.300 ± 0.141 (n=2)"]
+    assert _rows(iou_md, "nih-cardiomegaly")["amm"][2:] == ["0.600 ± 0.141 (n=2)", "0.300 ± 0.141 (n=2)"]
 
     dice = pd.read_csv(out / "leaderboard_dice.csv")
     row = dice[(dice.metric == "dice/mean") & (dice.fraction == 0.1)].iloc[0]
-    assert row["mean"] == pytest.approx(0.6) and row["paper"] == pytest.approx(0.7029) and row["data"] == "twin"
+    assert row["mean"] == pytest.approx(0.6) and np.isnan(row["paper"]) and row["paper_hidden"] and row["provenance"] == "twin"
     assert (out / "fractions_siim-seg_dice_mean.png").is_file()
     assert (out / "iou_vs_threshold_nih-cardiomegaly.png").is_file()
     assert (out / "roc_nih-cardiomegaly_Cardiomegaly.png").is_file()
     assert all(p.exists() for p in written)
 
 
+def test_the_papers_number_stands_only_beside_full_scale_runs_on_real_data(tmp_path):
+    d = tmp_path / "runs"
+    for seed in (0, 1):
+        write_result(d / f"real{seed}", {**_rec("amm", "nih-cardiomegaly", seed, {"auc/mean": 0.88}, data="real",
+                                                scale="full"), "run_id": f"real{seed}"})
+    write_result(d / "smoke", {**_rec("amm", "nih-cardiomegaly", 0, {"auc/mean": 0.7}, data="real"), "run_id": "smoke"})
+    build_leaderboards(d, tmp_path / "r")
+    md = (tmp_path / "r" / "leaderboard_auc.md").read_text()
+    rows = _rows(md, "nih-cardiomegaly")
+    assert rows["amm"][0] == "real split_seed=0" and len(rows) == 1  # the smoke run's data identity is the same...
+    board = pd.read_csv(tmp_path / "r" / "leaderboard_auc.csv")
+    assert len(board) == 1 and board["n"].iloc[0] == 3 and np.isnan(board["paper"].iloc[0])  # ...a smoke run among them
+
+
+def test_two_recipes_under_one_method_name_are_two_rows_labelled_by_what_differs(tmp_path):
+    """A CLI run (lr 1e-4) and sweep runs (lr 0.01) of 'amm', or runs of two twin specs, never share a cell."""
+    d = tmp_path / "runs"
+    cli_recipe = {**RECIPE, "model": {"class_path": "cxrbench.methods.AMM", "init_args": {"lr": 1e-4}}}
+    for seed in (0, 1):
+        write_result(d / f"sweep{seed}", {**_rec("amm", "nih-cardiomegaly", seed, {"auc/mean": 0.8 + seed / 10}),
+                                          "run_id": f"sweep{seed}"})
+    write_result(d / "cli", {**_rec("amm", "nih-cardiomegaly", 0, {"auc/mean": 0.6}, recipe=cli_recipe), "run_id": "cli"})
+    other = _rec("amm", "nih-cardiomegaly", 0, {"auc/mean": 0.5})
+    other["data_identity"]["twin"] = {**TWIN["twin"], "n": 300}
+    write_result(d / "small", {**other, "run_id": "small"})
+    write_result(d / "old", {**_rec("amm", "nih-cardiomegaly", 0, {"auc/mean": 0.4}, recipe=None), "run_id": "old"})
+    build_leaderboards(d, tmp_path / "r")
+    md = (tmp_path / "r" / "leaderboard_auc.md").read_text()
+    rows = _rows(md, "nih-cardiomegaly")
+    big = [v for k, v in _all_rows(md, "nih-cardiomegaly") if k == "amm (lr=0.01)" and v[0].startswith("twin n=900")]
+    assert len(big) == 1 and big[0][2] == "0.850 ± 0.071 (n=2)"
+    assert rows["amm (lr=0.0001)"][2] == "0.600 (n=1)"
+    small = [v for k, v in _all_rows(md, "nih-cardiomegaly") if v[0].startswith("twin n=300")]
+    assert len(small) == 1 and small[0][2] == "0.500 (n=1)"
+    assert rows["amm (older record without a recipe: old)"][2] == "0.400 (n=1)"
+    assert len(_all_rows(md, "nih-cardiomegaly")) == 4
+    assert "older record without a recipe" in md.split("## nih-cardiomegaly")[0]  # flagged in the header too
+
+
+def test_testing_one_checkpoint_twice_leaves_one_record(tmp_path):
+    import os
+
+    d = tmp_path / "runs"
+    for version, auc in (("version_0", 0.70), ("version_1", 0.75)):
+        rec = {**_rec("stn", "chexpert-abnormal", 0, {"auc/mean": auc}), "run_id": version,
+               "checkpoint": {"path": "/x/best.ckpt", "sha256": "ab" * 32}}
+        write_result(d / version, rec)
+    os.utime(d / "version_0" / "result.json", (1, 1))  # the older test
+    build_leaderboards(d, tmp_path / "r")
+    board = pd.read_csv(tmp_path / "r" / "leaderboard_auc.csv")
+    assert list(board["n"]) == [1] and board["mean"].iloc[0] == pytest.approx(0.75)
+
+
 def test_real_and_twin_runs_are_labelled(runs, tmp_path):
     write_result(runs / "real-run", _rec("amm", "nih-cardiomegaly", 2, {"auc/mean": 0.88}, data="real"))
     build_leaderboards(runs, tmp_path / "r")
-    assert "data **real + twin**" in (tmp_path / "r" / "leaderboard_auc.md").read_text()
+    md = (tmp_path / "r" / "leaderboard_auc.md").read_text()
+    assert "data **real + twin**" in md
+    amm = [v for k, v in _all_rows(md, "nih-cardiomegaly") if k == "amm"]
+    assert sorted(v[0].split()[0] for v in amm) == ["real", "twin"]  # real and twin: two rows, never one cell
 
 
 def test_bad_results_are_named(tmp_path):
@@ -120,8 +198,35 @@ def test_bootstrap_cis_and_paired_comparisons_from_per_sample_predictions(tmp_pa
     assert null["diff"] == 0 and null["ci_low"] <= 0 <= null["ci_high"] and null["p"] == 1.0
     board = pd.read_csv(out / "leaderboard_auc.csv").set_index("method")
     assert board.loc["good", "ci_low"] < board.loc["good", "ci_high"]
-    assert "[CI " in (out / "leaderboard_auc.md").read_text() and "| nih-cardiomegaly | 1 | auc/mean | coin | good |" in (
-        out / "comparisons.md").read_text()
+    comparisons = (out / "comparisons.md").read_text()
+    assert "[CI " in (out / "leaderboard_auc.md").read_text() and "| coin | good |" in comparisons
+    # three rows, three pairs in the family: Holm-adjusted, paired per seed, p never printed as 0.000
+    assert real["family_size"] == 3 and real["paired_seeds"] == 2 and real["p_holm"] >= real["p"]
+    assert "(3 comparisons in the family)" in comparisons and "p (Holm)" in comparisons
+    assert "| 2 | < 0.001 | < 0.001 |" in comparisons and "| 0.000 |" not in comparisons
+
+
+def test_a_cells_interval_covers_the_spread_of_its_seeds(tmp_path):
+    """Seed 0 ranks well (AUC ~0.9), seed 1 is a coin (~0.5), on the same 120 test images: the cell's CI
+    resamples the seeds as well as the patients, so it is at least as wide as the seeds' spread (a CI of
+    the test patients alone would be ~0.1 wide around 0.7)."""
+    from cxrbench.metrics.bootstrap import score
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(rng.integers(0, 2, 60), 2).astype(float)
+    patients = np.repeat([f"p{k}" for k in range(60)], 2)
+    preds = {0: labels * 0.5 + rng.random(120) * 0.6, 1: rng.random(120)}
+    d = tmp_path / "runs"
+    for seed, probs in preds.items():
+        rec = _rec("amm", "nih-cardiomegaly", seed, {"auc/mean": score("auc", probs[:, None], labels[:, None])})
+        write_result(d / rec["run_id"], rec)
+        _write_predictions(d / rec["run_id"], probs, labels, patients)
+    build_leaderboards(d, tmp_path / "r")
+    row = pd.read_csv(tmp_path / "r" / "leaderboard_auc.csv").set_index("metric").loc["auc/mean"]
+    seeds = [score("auc", p[:, None], labels[:, None]) for p in preds.values()]
+    assert max(seeds) - min(seeds) > 0.3
+    assert row["ci_high"] - row["ci_low"] >= max(seeds) - min(seeds), (row["ci_low"], row["ci_high"], seeds)
+    assert row["ci_low"] <= min(seeds) and row["ci_high"] >= max(seeds)
 
 
 def test_auc_by_ranks_equals_sklearn_and_resampling_keeps_patients_whole():

@@ -103,7 +103,8 @@ def run_cell(run_dir: str | Path, devices: int | None = None, nodes: int = 1) ->
 def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from ..callbacks import WandbTestMedia, WriteResult
+    from ..callbacks import RecipeStamp, WandbTestMedia, WriteResult
+    from ..recipe import fingerprint
     from ..lightning_cli import build_cli
 
     result = run_dir / RESULT_FILE
@@ -130,7 +131,7 @@ def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
     keep = float("inf") if done.exists() else (resume[1]["epoch"] if resume else None)
     trainer.loggers = make_loggers(run_dir, meta, resume_epoch=keep, config=config)
     trainer.callbacks += [FlushOnCheckpoint(), RNGState(), LearningRateMonitor(logging_interval="epoch"),
-                          WandbTestMedia()]
+                          WandbTestMedia(), RecipeStamp(fingerprint(cli.recipe))]
     configured = any("ModelCheckpoint" in str(c.get("class_path", "")) if isinstance(c, dict) else False
                      for c in (config.get("trainer") or {}).get("callbacks") or [])
     if not configured:  # Lightning's default ModelCheckpoint watches nothing: watch the family's own quantity
@@ -153,7 +154,7 @@ def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
             trainer.callbacks.append(writers[0])
         for w in writers:
             w.task, w.method, w.out_dir, w.run_id, w.scale = meta["task"], meta["method"], str(run_dir), meta["run_id"], meta["scale"]
-            w.seed, w.fold = meta["seed"], meta.get("fold")
+            w.seed, w.fold, w.recipe = meta["seed"], meta.get("fold"), cli.recipe
             w.extra = {"resumed": resumes} if resumes else {}
 
     kept = run_dir / "model.ckpt"

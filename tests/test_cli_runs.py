@@ -1,0 +1,84 @@
+"""CLI runs are first-class: each config's own checkpoint, the scored checkpoint in result.json, re-tests
+that replace their record, and checkpoints of another model refused before any work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "cxrbench.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def _tiny(tmp_path, cache) -> Path:
+    """Both configs log into one folder (runs/shared): what a user gets by reusing a logger name."""
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(
+        "trainer:\n  max_epochs: 1\n  limit_train_batches: 2\n  limit_val_batches: 1\n  accelerator: cpu\n"
+        "  enable_progress_bar: false\n"
+        "  logger: {class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: runs, name: shared}}\n"
+        "model:\n  init_args: {backbone: resnet10t}\n"
+        f"data:\n  init_args: {{image_size: 64, eval_size: 64, cache_size: 96, batch_size: 8, num_workers: 0, "
+        f"cache_dir: {cache}}}\n")
+    return tiny
+
+
+def test_cli_fit_then_test_of_two_configs_in_one_folder_each_restores_its_own_checkpoint(twin_factory, tmp_path):
+    root = twin_factory("nih", n=150, size=96, seed=4)
+    tiny = _tiny(tmp_path, tmp_path / "cache")
+    common = {name: ["--config", str(REPO / f"benchmarks/configs/{name}_cardiomegaly.yaml"), "--config", str(tiny),
+                     "--data.init_args.root", str(root)] for name in ("amm", "gap")}
+    for name in ("amm", "gap"):
+        fit = _cli("fit", *common[name], cwd=tmp_path)
+        assert fit.returncode == 0, fit.stderr[-3000:]
+    for name in ("gap", "amm"):  # the newest checkpoint in the folder is GAP's: AMM must not take it
+        test = _cli("test", *common[name], "--ckpt_path", "best", cwd=tmp_path)
+        assert test.returncode == 0, test.stderr[-3000:]
+    records = {json.loads(p.read_text())["module"]: json.loads(p.read_text())
+               for p in (tmp_path / "runs").rglob("result.json")}
+    assert set(records) == {"AMM", "GAPBaseline"}
+    for module, rec in records.items():
+        ckpt = Path(rec["checkpoint"]["path"])
+        stamped = __import__("torch").load(ckpt, map_location="cpu", weights_only=True)["cxrbench_recipe"]
+        assert stamped["fingerprint"] == rec["recipe"]["fingerprint"], module
+        assert len(rec["checkpoint"]["sha256"]) == 64 and rec["data_identity"]["data"] == "twin"
+    assert records["AMM"]["recipe"]["fingerprint"] != records["GAPBaseline"]["recipe"]["fingerprint"]
+    # a checkpoint of another architecture, named by path: refused before any work, naming both sides
+    gap_ckpt = records["GAPBaseline"]["checkpoint"]["path"]
+    bad = _cli("test", *common["amm"], "--ckpt_path", gap_ckpt, cwd=tmp_path)
+    assert bad.returncode != 0 and "holds a cxrbench.methods.GAPBaseline checkpoint; this config's model is " \
+        "cxrbench.methods.AMM" in bad.stderr, bad.stderr[-2000:]
+    assert gap_ckpt in bad.stderr and "Traceback" not in bad.stderr
+    # the same method with another architecture: Lightning builds the checkpoint's, and the CLI says so
+    amm_ckpt = records["AMM"]["checkpoint"]["path"]
+    other = _cli("predict", *common["amm"], "--model.init_args.backbone", "resnet18", "--ckpt_path", amm_ckpt, cwd=tmp_path)
+    assert other.returncode == 0 and "backbone: config 'resnet18', checkpoint 'resnet10t'" in other.stderr, other.stderr[-2000:]
+    # testing the AMM checkpoint again writes a second result.json, but the board keeps one record of it
+    again = _cli("test", *common["amm"], "--ckpt_path", "best", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(list((tmp_path / "runs").rglob("result.json"))) == 3
+    board = _cli("leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "results"), cwd=tmp_path)
+    assert board.returncode == 0, board.stderr
+    auc = pd.read_csv(tmp_path / "results/leaderboard_auc.csv")
+    auc = auc[auc["metric"] == "auc/mean"]
+    assert sorted(auc["method"]) == ["amm", "gap"] and list(auc["n"]) == [1, 1], auc
+
+
+def test_cli_fit_then_test_with_best_refuses_two_runs_of_one_recipe_in_one_folder(twin_factory, tmp_path):
+    root = twin_factory("nih", n=150, size=96, seed=4)
+    tiny = _tiny(tmp_path, tmp_path / "cache")
+    common = ["--config", str(REPO / "benchmarks/configs/gap_cardiomegaly.yaml"), "--config", str(tiny),
+              "--data.init_args.root", str(root)]
+    for seed in (0, 1):  # the seed is not part of the recipe: two runs of one recipe
+        fit = _cli("fit", *common, "--seed_everything", str(seed), cwd=tmp_path)
+        assert fit.returncode == 0, fit.stderr[-3000:]
+    test = _cli("test", *common, "--ckpt_path", "last", cwd=tmp_path)
+    assert test.returncode != 0 and "--ckpt_path last is ambiguous: 2 runs of this recipe" in test.stderr, test.stderr[-2000:]
+    assert "version_0" in test.stderr and "version_1" in test.stderr and "Traceback" not in test.stderr
