@@ -78,6 +78,36 @@ class WriteResult(L.Callback):
         write_result(out, record)
 
 
+class ExportArtifacts(L.Callback):
+    """After ``fit``, what a sweep cell exports, for a run of the per-method CLI: each kind of the method's
+    ``artifacts`` (a pretraining's ``encoder``, stage 1's ``heatmaps``, the regressor's ``thorax_boxes``)
+    from the kept weights (the ModelCheckpoint's best, else its last) into ``<log dir>/artifacts/``, with
+    the producing run, seed and commit. A probe then takes it: ``--model.init_args.encoder_artifact PATH``."""
+
+    def __init__(self, kinds: list[str] | None = None):
+        self.kinds = kinds
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        import torch
+
+        from .artifacts import artifact_path
+
+        kinds = list(self.kinds if self.kinds is not None else getattr(pl_module, "artifacts", ()))
+        if not kinds or not trainer.is_global_zero:
+            return
+        kept = trainer.checkpoint_callback
+        path = (kept.best_model_path or kept.last_model_path) if kept is not None else ""
+        if path:
+            pl_module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+        out = Path(trainer.log_dir or trainer.default_root_dir)
+        producer = {"run_id": out.name, "run_dir": str(out.resolve()), "method": pl_module.method_name,
+                    "seed": int(os.environ.get("PL_GLOBAL_SEED", 0)), "checkpoint": path or None, "commit": commit(),
+                    "dataset_root": str(getattr(trainer.datamodule, "root", ""))}
+        for kind in kinds:
+            written = pl_module.export_artifact(kind, artifact_path(out, kind), trainer.datamodule, producer)
+            print(f"cxrbench: {kind} artifact written to {written}")
+
+
 class RecipeStamp(L.Callback):
     """Writes the run's recipe fingerprint into every checkpoint (``cxrbench_recipe``), so that
     ``--ckpt_path best|last`` takes this config's checkpoint and never another config's in the same folder."""
@@ -186,16 +216,28 @@ class WandbTestMedia(L.Callback):
             maps = pl_module.heatmaps(batch["image"][: self.n_heatmaps].to(pl_module.device))
         if maps is None:
             return []
+        with torch.no_grad():  # the probability the overlay shows beside its map
+            probs = torch.sigmoid(pl_module(batch["image"][: self.n_heatmaps].to(pl_module.device))).float().cpu()
+        meta = dm.index.meta
         for i in range(len(maps)):
             labels = batch["box_labels"][i]
             k = int(labels[labels >= 0][0]) if (labels >= 0).any() else 0
-            fig, ax = plt.subplots(figsize=(3, 3))
+            row = meta.iloc[int(batch["index"][i])]
+            image_id = row["image"] if "image" in row else Path(str(row["path"])).name
+            label = batch["label"][i, k].item() if "label" in batch else float("nan")
+            fig, ax = plt.subplots(figsize=(3.4, 3.6))
             ax.imshow(batch["image"][i, 0].float().cpu(), cmap="gray")
             ax.imshow(maps[i, k].float().cpu(), cmap="jet", alpha=0.35)
+            drawn = False
             for (x0, y0, x1, y1), c in zip(batch["boxes"][i].tolist(), labels.tolist()):
-                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime" if c == k else "white"))
-            ax.set_title(pl_module.class_names[k], fontsize=8)
+                if c == k:  # only the scored class's boxes: another finding's box is not this map's target
+                    ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime",
+                                               label=None if drawn else f"true {pl_module.class_names[k]} box"))
+                    drawn = True
+            if drawn:
+                ax.legend(loc="lower right", fontsize=6)
+            ax.set_title(f"{image_id}\n{pl_module.class_names[k]}: p={probs[i, k]:.2f}, label={label:g}", fontsize=7)
             ax.axis("off")
-            out.append(wandb.Image(fig))
+            out.append(wandb.Image(fig, caption=f"{image_id} {pl_module.class_names[k]} p={probs[i, k]:.2f} label={label:g}"))
             plt.close(fig)
         return out

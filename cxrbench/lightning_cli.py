@@ -90,7 +90,13 @@ class CXRBenchCLI(LightningCLI):
         trainer["sync_batchnorm"] = True
 
     def before_fit(self) -> None:
+        """Checkpoints carry this recipe's fingerprint; a method that produces artifacts (a pretraining's
+        encoder, stage 1's heatmaps, the thorax-box regressor) exports them after fit, as a sweep cell does."""
+        from .callbacks import ExportArtifacts
+
         self._stamp_checkpoints()
+        if getattr(self.model, "artifacts", ()) and not any(isinstance(c, ExportArtifacts) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(ExportArtifacts())
 
     def before_validate(self) -> None:
         self._resolve_ckpt_path("validate")

@@ -82,3 +82,31 @@ def test_cli_fit_then_test_with_best_refuses_two_runs_of_one_recipe_in_one_folde
     test = _cli("test", *common, "--ckpt_path", "last", cwd=tmp_path)
     assert test.returncode != 0 and "--ckpt_path last is ambiguous: 2 runs of this recipe" in test.stderr, test.stderr[-2000:]
     assert "version_0" in test.stderr and "version_1" in test.stderr and "Traceback" not in test.stderr
+
+
+def test_pipeline_pretrain_then_probe_then_board_with_the_cli_alone(twin_factory, tmp_path):
+    """The README's per-method path: `cxrbench fit` of a pretraining exports its encoder artifact (as a sweep
+    cell would), `cxrbench fit` of a probe consumes it, `cxrbench test` writes the result the board reads."""
+    root = twin_factory("nih", n=150, size=96, seed=4)
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(
+        "trainer:\n  max_epochs: 1\n  max_steps: 3\n  limit_train_batches: 3\n  limit_val_batches: 1\n  accelerator: cpu\n"
+        "  enable_progress_bar: false\n"
+        "model:\n  init_args: {encoder_kwargs: {width: 4}}\n"
+        f"data:\n  init_args: {{image_size: 32, cache_size: 96, batch_size: 8, num_workers: 0, cache_dir: {tmp_path / 'c'}}}\n")
+    pre = ["--config", str(REPO / "benchmarks/configs/simclr_nih.yaml"), "--config", str(tiny), "--data.init_args.root", str(root)]
+    fit = _cli("fit", *pre, cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    (artifact,) = (tmp_path / "runs").rglob("artifacts/encoder.pt")
+    assert "encoder artifact written to" in fit.stdout and artifact.parent.parent.parent.name == "simclr_nih"
+    probe = ["--config", str(REPO / "benchmarks/configs/linear_nih14.yaml"), "--config", str(tiny),
+             "--data.init_args.root", str(root), "--model.init_args.encoder_artifact", str(artifact)]
+    fit = _cli("fit", *probe, cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    test = _cli("test", *probe, "--ckpt_path", "last", cwd=tmp_path)
+    assert test.returncode == 0, test.stderr[-3000:]
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("result.json")]
+    assert record["task"] == "nih14-linear" and record["recipe"]["config"]["model"]["init_args"]["encoder_artifact"] == "<artifact>"
+    board = _cli("leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "results"), cwd=tmp_path)
+    assert board.returncode == 0, board.stderr
+    assert "## nih14-linear" in (tmp_path / "results/leaderboard_auc.md").read_text()

@@ -270,7 +270,7 @@ def test_gmml_pretraining_feeds_every_sscxr_cell_and_every_paper_row_has_its_num
 FT_TWIN = {"n": 300, "size": 64}  # COVIDx twin: ~210 train / ~25 val / ~26 test images outside cohen/actmed
 
 
-def _gmml_vs_scratch(root, seed: int, cache_dir: str, pre_epochs: int = 15, ft_epochs: int = 9,
+def _gmml_vs_scratch(root, seed: int, cache_dir: str, pre_epochs: int = 15, ft_epochs: int = 15,
                      decoder: str = "public", pre_callbacks: tuple = ()) -> dict:
     """GMML-pretrain the small ViT on the twin's train split (no labels), then fine-tune it and the same
     ViT from scratch on covid vs rest with half the training labels, same seed, epochs and the paper's

@@ -161,8 +161,9 @@ def test_wandb_offline_run_says_what_it_is_and_never_holds_the_key(tmp_path, mon
     monkeypatch.setenv("WANDB_API_KEY", secret)  # configured, but this run stays offline
     meta = {"task": "nih-cardiomegaly", "method": "amm", "seed": 1, "fraction": 0.25, "scale": "smoke",
             "run_id": "amm-cardiomegaly-s1-f0.25-abcdef1234", "name": "amm-cardiomegaly"}
-    config = {"data": {"class_path": "data_modules.NIH", "init_args": {"split_seed": 3}},
-              "model": {"class_path": "cxrbench.methods.AMM"}}
+    config = {"data": {"class_path": "data_modules.NIH", "init_args": {"split_seed": 3, "image_size": 64,
+                                                                       "root": str(tmp_path / "nowhere")}},
+              "model": {"class_path": "cxrbench.methods.AMM"}, "trainer": {"max_epochs": 2, "devices": 1}}
     csv, wb = make_loggers(tmp_path, meta, config=config)
     run = wb.experiment
     try:
@@ -173,6 +174,10 @@ def test_wandb_offline_run_says_what_it_is_and_never_holds_the_key(tmp_path, mon
         cfg = dict(run.config)
         assert cfg["task"] == "nih-cardiomegaly" and cfg["split_seed"] == 3 and cfg["seed"] == 1
         assert cfg["commit"] and {"torch", "lightning"} <= set(cfg["versions"])
+        # the benchmark task survives Lightning's hyperparameters (whose 'task' is the label kind), and the
+        # data and trainer arguments tell a smoke run from a paper run
+        assert cfg["benchmark_task"] == "nih-cardiomegaly" and cfg["data_args"]["image_size"] == 64
+        assert cfg["trainer_args"] == {"max_epochs": 2} and "twin_spec" in cfg
     finally:
         run.finish()
     assert list((tmp_path / "wandb").glob("offline-run-*"))

@@ -37,6 +37,8 @@ class Method(L.LightningModule):
     family = "method"
     TASKS: tuple[str, ...] = ()
     monitor: tuple[str, str] = ("val/loss", "min")
+    #: artifact kinds ``cxrbench fit`` exports after training (``callbacks.ExportArtifacts``); none here
+    artifacts: tuple[str, ...] = ()
 
     def __init__(self, num_classes: int = 1, class_names: list[str] | None = None, task: str = "binary"):
         super().__init__()

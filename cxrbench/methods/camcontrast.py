@@ -109,6 +109,9 @@ class CAMContrastCAM(ClassificationMethod):
             ``label_set: abnormal``: 1 = abnormal).
     """
 
+    #: what ``cxrbench fit`` exports after training (``callbacks.ExportArtifacts``), as a sweep cell's ``produces``
+    artifacts: tuple[str, ...] = ("heatmaps",)
+
     method_name = "camcontrast-cam"
     TASKS = ("binary",)
 

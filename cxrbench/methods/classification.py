@@ -213,11 +213,14 @@ class ClassificationMethod(Method):
                 out[f"{prefix}auc/{c}"], out[f"{prefix}pr_auc/{c}"] = a["per_class"][c], pa["per_class"][c]
             if self.task == "multiclass":
                 out[f"{prefix}accuracy"] = float((p.argmax(1) == t.argmax(1)).double().mean())
+                predictions[split]["pred"] = F.one_hot(p.argmax(1), self.num_classes).double().numpy()
             elif self.num_classes == 1:
                 threshold = self.choose_threshold() if threshold is None else threshold
                 rates = confusion_rates(p, t, threshold)
                 rep = weighted_report(p, t, threshold)
                 out[f"{prefix}threshold"] = threshold
+                predictions[split]["pred"] = (p >= threshold).double().numpy()  # the operating point's decision
+                predictions[split]["threshold"] = np.full(len(p), threshold)
                 for k in ("tpr", "fpr", "tnr", "fnr", "precision", "recall", "f1", "accuracy"):
                     out[f"{prefix}{k}"] = rates[k]
                 for k in ("precision", "recall", "f1"):

@@ -36,6 +36,9 @@ class PretrainingMethod(Method):
         optimizer, lr, momentum, nesterov, weight_decay, warmup_epochs / warmup_fraction: the schedule.
     """
 
+    #: what ``cxrbench fit`` exports after training (``callbacks.ExportArtifacts``), as a sweep cell's ``produces``
+    artifacts: tuple[str, ...] = ("encoder",)
+
     method_name = "pretraining"
     family = "pretraining"
     TASKS = ()  # any DataModule: labels are optional

@@ -353,6 +353,9 @@ class ThoraxBoxRegressor(Method):
     share of boxes at or above 0.9 confidence.
     """
 
+    #: what ``cxrbench fit`` exports after training (``callbacks.ExportArtifacts``), as a sweep cell's ``produces``
+    artifacts: tuple[str, ...] = ("thorax_boxes",)
+
     method_name = "thorax-box"
     family = "localization"
     TASKS = ("segmentation",)

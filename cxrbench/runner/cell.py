@@ -42,23 +42,33 @@ from .resume import (BUSY_EXIT, CellBusy, CellLock, FlushOnCheckpoint, Resumable
 
 
 def wandb_config(meta: dict, config: dict) -> dict:
-    """What a W&B run should say about itself: the cell, its data split, the code and the packages."""
+    """What a W&B run should say about itself: the benchmark task (``benchmark_task``: Lightning logs the
+    model's hyperparameters into the same config, whose ``task`` is the label kind), the cell, its data and
+    trainer arguments, the twin spec (so smoke and paper runs cannot be mistaken), the code and packages."""
     from importlib.metadata import PackageNotFoundError, version
 
+    from data_modules.twin.io import read_manifest
+
     from ..provenance import commit
+    from ..recipe import DATA_VOLATILE, TRAINER_VOLATILE
 
     data = (config.get("data") or {}).get("init_args") or {}
+    trainer = config.get("trainer") or {}
     versions = {}
     for pkg in ("cxrbench", "torch", "lightning", "timm", "torchmetrics", "monai", "torchvision"):
         try:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             pass
-    return {"task": meta.get("task"), "method": meta["method"], "cell": meta.get("name"), "run_id": meta["run_id"],
+    return {"task": meta.get("task"), "benchmark_task": meta.get("task"), "method": meta["method"],
+            "cell": meta.get("name"), "run_id": meta["run_id"],
             "seed": meta["seed"], "fraction": meta["fraction"], "fold": meta.get("fold"), "scale": meta["scale"],
             "split_seed": data.get("split_seed", 0), "subset_seed": data.get("subset_seed", 0),
             "dataset": (config.get("data") or {}).get("class_path"), "commit": commit(), "versions": versions,
-            "model": (config.get("model") or {}).get("class_path")}
+            "model": (config.get("model") or {}).get("class_path"),
+            "data_args": {k: v for k, v in data.items() if k not in DATA_VOLATILE or k in ("fraction", "split_seed")},
+            "trainer_args": {k: v for k, v in trainer.items() if k not in TRAINER_VOLATILE and k != "callbacks"},
+            "twin_spec": read_manifest(data["root"]) if data.get("root") else None}
 
 
 def make_loggers(run_dir: Path, meta: dict, resume_epoch: int | None = None, config: dict | None = None) -> list:
