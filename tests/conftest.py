@@ -36,7 +36,7 @@ def twin_factory(tmp_path_factory):
 
 #: Tests that train for real or drive whole sweeps (the bulk of the suite's minutes). `make test-fast`
 #: (pytest -m "not slow") leaves them out for an inner loop; `make test` and CI run everything.
-SLOW = ("learns", "killed_sweep", "two_launchers", "times_out", "parallel_cells", "pipeline_pretrain", "ddp",
+SLOW = ("learns", "trains_end_to_end", "killed_sweep", "two_launchers", "times_out", "parallel_cells", "pipeline_pretrain", "ddp",
         "resumed_cell", "planted_pickle", "cli_fit_then_test", "configs_run_through_the_cli")
 
 
@@ -52,6 +52,21 @@ def pytest_collection_modifyitems(items):
 #: CXRBENCH_LEARNS_OUT names a JSON-lines file the test appends its measured numbers to, and
 #: CXRBENCH_LEARNS_BROKEN=detach zeroes every gradient of the method under test after each backward
 #: (a detached loss): the broken variant each learns test must fail for.
+class DetachedLoss:
+    """A callback that zeroes every gradient of the module after each backward: the method runs, its
+    BatchNorm statistics still adapt to the data, but nothing is learned from its loss."""
+
+    def __new__(cls):
+        import lightning as L
+
+        class _DetachedLoss(L.Callback):
+            def on_after_backward(self, trainer, pl_module):
+                for p in pl_module.parameters():
+                    p.grad = None
+
+        return _DetachedLoss()
+
+
 class Learns:
     def __init__(self, node):
         self.test = node.nodeid
@@ -62,16 +77,7 @@ class Learns:
 
     def callbacks(self) -> list:
         """Callbacks for the trainer of the method under test: none, or the broken variant's."""
-        if not self.broken:
-            return []
-        import lightning as L
-
-        class DetachedLoss(L.Callback):
-            def on_after_backward(self, trainer, pl_module):
-                for p in pl_module.parameters():
-                    p.grad = None
-
-        return [DetachedLoss()]
+        return [DetachedLoss()] if self.broken else []
 
     def record(self, **metrics) -> None:
         """Appends the test's measured numbers (before its asserts) for the measurement table."""

@@ -123,13 +123,15 @@ def test_square_crop_of_a_box():
 
 # ----------------------------------------------------------------------------------- learning
 def test_stn_learns_normal_vs_abnormal(chexpert_twin, cache_dir, one_thread, learns):
-    """3 CPU epochs on fold 0's training split (~500 images, ~45 normal) of a 1,000-row CheXpert twin at
+    """5 CPU epochs on fold 0's training split (~500 images, ~45 normal) of a 1,000-row CheXpert twin at
     96 px (difficulty 0.2, view any), tiny BN-VGG16, Adam lr 3e-4 (localisation net ×0.1), batch 16;
     AUC over the untouched val + test folds (330 images, 31 normal; no checkpoint is chosen on them).
-    Measured, seeds 0-4: 0.717, 0.827, 0.679, 0.767, 0.813; the STN kept s_y at its 0.1 start
-    (0.099-0.100) — at this scale it trains the classifier on the central band, it does not widen.
-    At lr 1e-3 one seed in five collapsed (AUC 0.50, saturated logits) and without the ×0.1 one
-    diverged (θ far outside the image): hence lr 3e-4 and ``loc_lr_scale`` 0.1 here."""
+    Measured (``python tests/measure_learns.py --tests stn``), seeds 0/1/2: 0.842 / 0.843 / 0.806 on the
+    default kernels, 0.841 / 0.849 / 0.809 with avx2 kernels; the bound 0.7 is 0.1 below the worst. With
+    3 epochs the worst was 0.623 (bound 0.6: too thin), hence 5. A detached loss fails it. The STN kept
+    s_y at its 0.1 start (0.099-0.101) — at this scale it trains the classifier on the central band, it
+    does not widen. At lr 1e-3 one seed in five collapsed (AUC 0.50, saturated logits) and without the
+    ×0.1 one diverged (θ far outside the image): hence lr 3e-4 and ``loc_lr_scale`` 0.1 here."""
     L.seed_everything(learns.seed, verbose=False)
     dm = _chexpert(chexpert_twin, cache_dir)
     m = STN(image_size=SIZE, lr=3e-4, loc_lr_scale=0.1, num_classes=1, class_names=["Abnormal"], **TINY)
@@ -168,7 +170,7 @@ def test_stn_learns_normal_vs_abnormal(chexpert_twin, cache_dir, one_thread, lea
 
 
 STN_EPOCHS = 5
-STN_AUC = 0.6
+STN_AUC = 0.7  # 0.1 below the worst of 3 seeds x 2 kernel families (0.806)
 
 
 def test_thorax_box_regressor_overlaps_held_out_lung_boxes(lungs_twin, cache_dir, tmp_path, one_thread):
