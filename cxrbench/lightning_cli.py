@@ -27,7 +27,7 @@ class CXRBenchCLI(LightningCLI):
 
             from .recipe import MODEL_LINKED, _plain
 
-            saved = torch.load(ckpt, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
             theirs = saved.get("_class_path")
             model = config.get("model")
             ours = getattr(model, "class_path", None)
@@ -148,7 +148,7 @@ class CXRBenchCLI(LightningCLI):
                              "(run `cxrbench fit` with this config first, or give the checkpoint's path)")
         mine = fingerprint(self.recipe)
         ours = getattr((self.config.get(self.subcommand) or {}).get("model"), "class_path", None)
-        states = {p: torch.load(p, map_location="cpu", weights_only=True) for p in found}
+        states = {p: torch.load(p, map_location="cpu", weights_only=True, mmap=True) for p in found}  # mmap: no full read
         klass = {p: st.get("hyper_parameters", {}).get("_class_path") for p, st in states.items()}
         mine_class = [p for p in found if klass[p] and same_class(klass[p], ours)]
         exact = [p for p in mine_class if states[p].get("cxrbench_recipe", {}).get("fingerprint") == mine]
@@ -216,7 +216,7 @@ def check_checkpoint_fits(path: Path, model) -> None:
 
     if not path.is_file():
         raise SystemExit(f"cxrbench: error: --ckpt_path {path}: no such file")
-    state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("state_dict", {})
     ours = model.state_dict()
     missing = sorted(set(ours) - set(state))
     extra = sorted(set(state) - set(ours))
