@@ -112,8 +112,8 @@ class RecipeStamp(L.Callback):
     """Writes the run's recipe fingerprint into every checkpoint (``cxrbench_recipe``), so that
     ``--ckpt_path best|last`` takes this config's checkpoint and never another config's in the same folder."""
 
-    def __init__(self, fingerprint: str, recipe: dict | None = None):
-        self.fingerprint, self.recipe = fingerprint, recipe
+    def __init__(self, fingerprint: str):
+        self.fingerprint = fingerprint
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["cxrbench_recipe"] = {"fingerprint": self.fingerprint}

@@ -116,7 +116,7 @@ class CXRBenchCLI(LightningCLI):
         from .recipe import fingerprint
 
         if not any(isinstance(c, RecipeStamp) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(RecipeStamp(fingerprint(self.recipe), self.recipe))
+            self.trainer.callbacks.append(RecipeStamp(fingerprint(self.recipe)))
 
     def _resolve_ckpt_path(self, subcommand: str) -> None:
         """``--ckpt_path best|last`` in a fresh process: this config's own checkpoint, found inside its
