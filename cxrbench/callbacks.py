@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from .metrics.bootstrap import N_BOOT, patient_resamples, seed_mean_ci
+from .metrics.bootstrap import N_BOOT, interval, patient_resamples, run_boot
 from .provenance import commit, data_provenance
 from .recipe import data_identity, file_sha256, fingerprint
 from .results import prediction_table, write_predictions, write_result
@@ -129,9 +129,9 @@ def run_ci(table, n_boot: int = N_BOOT) -> dict:
     probs = [c for c in test.columns if c.startswith("prob/")]
     if probs:
         labels = [f"label/{c[5:]}" for c in probs]
-        out["auc/mean"] = list(seed_mean_ci("auc", [(test[probs].to_numpy(float), test[labels].to_numpy(float))], resamples))
+        out["auc/mean"] = list(interval(run_boot("auc", test[probs].to_numpy(float), test[labels].to_numpy(float), resamples)))
     if "dice" in test:
-        out["dice/mean"] = list(seed_mean_ci("mean", [(test["dice"].to_numpy(float), None)], resamples))
+        out["dice/mean"] = list(interval(run_boot("mean", test["dice"].to_numpy(float), None, resamples)))
     return out
 
 
