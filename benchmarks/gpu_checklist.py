@@ -38,7 +38,7 @@ ITEMS = ("radiomics", "rgt_step", "throughput", "byoa")
 RTOL, ATOL = 1e-6, 1e-9  # the engine's parity tolerance against PyRadiomics (tests/test_radiomics.py)
 
 # Item 3, one line per method: name -> (factory(num_classes, class_names), input side, batch, preset, label set).
-# Batches are the configs' (benchmarks/configs/); methods still to come (STN VGG16 512², GMML ViT-S/16 256²,
+# Batches are the configs' (benchmarks/<paper>/configs/); methods still to come (STN VGG16 512², GMML ViT-S/16 256²,
 # CAMContrast U-Net encoder 448², UNETR 256²) are added here as they land.
 THROUGHPUT = {
     "amm-densenet121": (lambda k, names: _method("AMM", backbone="densenet121", num_classes=k, class_names=names),
@@ -264,8 +264,8 @@ def item_throughput(args) -> tuple[dict, str]:
 
 
 def item_byoa(args) -> tuple[dict, str]:
-    """4. benchmarks/byoa_localization.py at scale: ViT-Ti at 224² on a 20,000-image twin at 256², 30 epochs."""
-    from benchmarks import byoa_localization
+    """4. benchmarks/rgt/byoa_localization.py at scale: ViT-Ti at 224² on a 20,000-image twin at 256², 30 epochs."""
+    from benchmarks.rgt import byoa_localization
 
     prev = Path(args.out_dir) / "byoa.json"
     runs = json.loads(prev.read_text())["results"]["runs"] if prev.exists() and not args.smoke else {}

@@ -3,7 +3,7 @@
   twin DATASET --out DIR --n N --seed S [--size PX] [--difficulty D]   write a twin dataset
   summary DIR                                                          describe a twin dataset
   cache DATASET --root R --size S [--workers W]                        build the image cache
-  leaderboard RUNS_DIR [--out results]                                 AUC / IoU / Dice leaderboards
+  leaderboard RUNS_DIR [--out results] [--references FILE ...]         AUC / IoU / Dice leaderboards
   fit|validate|test|predict --config CONFIG.yaml [...]                 LightningCLI of a method
   bench SPEC [--dry-run] [--estimate] [--devices N] [--parallel N] [--launcher local|slurm] [--nodes K]   run a sweep spec
 """
@@ -47,8 +47,10 @@ def _cache(args: argparse.Namespace) -> int:
 
 def _leaderboard(args: argparse.Namespace) -> int:
     from .leaderboard import build_leaderboards
+    from .references import load_references
 
-    for path in build_leaderboards(args.runs_dir, args.out):
+    # None: every benchmarks/*/references.yaml under the current folder
+    for path in build_leaderboards(args.runs_dir, args.out, references=load_references(args.references)):
         print(f"wrote {path}")
     return 0
 
@@ -118,8 +120,9 @@ def _bench(args: argparse.Namespace) -> int:
             j.result()
     if args.leaderboard:
         from .leaderboard import build_leaderboards
+        from .references import load_references
 
-        for p in build_leaderboards(spec.runs_dir, args.leaderboard):
+        for p in build_leaderboards(spec.runs_dir, args.leaderboard, references=load_references(spec.references)):
             print(f"wrote {p}")
     if failed:
         print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
@@ -135,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = sorted({t for b in BOARDS for t in b.tasks})
     epilog = (f"methods: {', '.join(sorted(METHODS))}\ntasks: {', '.join(tasks)}\n"
-              "LightningCLI: cxrbench fit|validate|test|predict --config benchmarks/configs/<method>_<task>.yaml")
+              "LightningCLI: cxrbench fit|validate|test|predict --config benchmarks/<paper>/configs/<method>_<task>.yaml")
     p = argparse.ArgumentParser(prog="cxrbench", description="Chest X-ray paper benchmarks on shared data.",
                                 epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -166,8 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="turn run results into the leaderboards (md + csv) and plots")
     lb.add_argument("runs_dir", help="folder searched recursively for result.json files")
     lb.add_argument("--out", default="results")
+    lb.add_argument("--references", nargs="+", default=None, metavar="FILE",
+                    help="the papers' printed numbers (references.yaml files; default: every "
+                         "benchmarks/*/references.yaml under the current folder)")
     lb.set_defaults(func=_leaderboard)
-    b = sub.add_parser("bench", help="run a sweep spec (benchmarks/*.yaml): tasks x methods x seeds x fractions")
+    b = sub.add_parser("bench", help="run a sweep spec (benchmarks/all.yaml, smoke.yaml, <paper>/paper.yaml, "
+                                     "<paper>/twin.yaml): tasks x methods x seeds x fractions")
     b.add_argument("spec")
     b.add_argument("--dry-run", action="store_true", help="list the cells, their ids and status; run nothing")
     b.add_argument("--devices", type=int, default=None, help="devices per cell (DDP through Lightning when > 1)")
@@ -185,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "device-hours of every cell and the total; runs nothing else")
     b.add_argument("--only", nargs="+", default=None,
                    help="cell names to run (with the producer cells they need)")
-    b.add_argument("--leaderboard", default=None, metavar="OUT", help="write the leaderboards to OUT afterwards")
+    b.add_argument("--leaderboard", default=None, metavar="OUT",
+                   help="write the leaderboards to OUT afterwards, beside the papers' numbers the spec's "
+                        "references: name")
     b.set_defaults(func=_bench)
     return p
 
@@ -203,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     from data_modules.io import DataError
 
     from .artifacts import ArtifactError
+    from .references import ReferencesError
     from .results import ResultError
     from .runner.spec import SpecError
     from data_modules.twin.io import TwinError
@@ -214,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (TwinError, MissingSourceError, DataError, ResultError, SpecError, ArtifactError, WandbNameError,
-            FileNotFoundError) as err:
+            ReferencesError, FileNotFoundError) as err:
         print(f"cxrbench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

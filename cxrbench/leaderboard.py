@@ -1,10 +1,12 @@
 """Run results -> the AUC, IoU-accuracy and Dice leaderboards (markdown + csv) and their plots.
 
-    cxrbench leaderboard RUNS_DIR [--out results/]
+    cxrbench leaderboard RUNS_DIR [--out results/] [--references FILE ...]
 
 Each cell is the mean ± std over seeds (and folds, where a protocol has them) with n, the
 patient-bootstrap 95% CI of that mean where the runs left per-sample predictions (``[CI lo–hi]``),
-and the paper's number beside it where the paper has one. ``comparisons.md`` holds the paired
+and the paper's number beside it where the paper has one (``cxrbench.references``: the papers'
+printed numbers, from the references.yaml files a spec or ``--references`` names; by default every
+``benchmarks/*/references.yaml`` under the current folder). ``comparisons.md`` holds the paired
 bootstrap of every two methods tested on identical images (difference, CI, p). Rows are the sweep's method names (``result.json``'s
 ``method``: e.g. ``amm-densenet121``, or ``simclr`` for the probes of a SimCLR encoder). Every file
 opens with the provenance of the numbers it holds: twin or real data, scale, seeds,
@@ -28,8 +30,8 @@ from data_modules.io import atomic_write_text
 from .localization import THRESHOLDS
 from .metrics.bootstrap import (N_BOOT, format_p, holm, interval, paired_seed_difference, patient_resamples, run_boot,
                                 score, two_level_boot)
-from .papers import NOTES, reference
 from .recipe import data_key, differences
+from .references import References, load_references
 from .results import read_results
 
 
@@ -47,7 +49,8 @@ BOARDS = (
           ("nih8-cls", "nih-cardiomegaly", "chexpert-abnormal", "nih14-linear"),
           (("auc/mean", "AUC"), ("pr_auc/mean", "PR-AUC"), ("f1/weighted", "F1 (weighted)"))),
     # SS-CXR Tables 1–4: one row per fine-tune (method-task); shift/ = the held-out sources (COHEN, ACTMED).
-    # The paper's binary "TPR" column is the recall of the non-disease class: our TNR (see papers.py).
+    # The paper's binary "TPR" column is the recall of the non-disease class: our TNR (see
+    # benchmarks/sscxr/references.yaml).
     Board("covidx", "COVIDx (SS-CXR Tables 1–4): in-distribution test and held-out sources (shift/)", ("covidx",),
           (("auc/mean", "AUC"), ("pr_auc/mean", "PR-AUC"), ("accuracy", "ACC"), ("tnr", "TNR (paper's TPR)"),
            ("fpr", "FPR"), ("fnr", "FNR"), ("shift/auc/mean", "shift AUC"), ("shift/accuracy", "shift ACC"))),
@@ -131,9 +134,16 @@ def assign_rows(records: list[dict]) -> list[dict]:
     return out
 
 
-def aggregate(records: list[dict]) -> pd.DataFrame:
+def _references(references: References | None) -> References:
+    """The references given, or (None) every benchmarks/*/references.yaml under the current folder."""
+    return load_references() if references is None else references
+
+
+def aggregate(records: list[dict], references: References | None = None) -> pd.DataFrame:
     """Long table: task, row, method, data, fraction, metric, mean, std, n, paper, paper_source, seeds,
-    recipe. One group = one recipe on one data identity at one fraction (``assign_rows``)."""
+    recipe. One group = one recipe on one data identity at one fraction (``assign_rows``). ``paper`` is
+    the reference's number (``references``; None: the default files, ``load_references()``)."""
+    reference = _references(references).reference
     if not records or "_row" not in records[0]:
         records = assign_rows(records)
     groups: dict = defaultdict(list)
@@ -292,8 +302,11 @@ ROW_RULE = ("A row is one recipe (the resolved config without seed, fraction, fo
             "method name are two rows, labelled by what differs; a re-test of a checkpoint replaces its record.")
 
 
-def render_board(board: Board, table: pd.DataFrame, records: list[dict]) -> tuple[str, pd.DataFrame]:
-    """One table per task: rows = (recipe row, data, fraction), columns = that task's metrics."""
+def render_board(board: Board, table: pd.DataFrame, records: list[dict],
+                 notes: dict[str, str] | None = None) -> tuple[str, pd.DataFrame]:
+    """One table per task: rows = (recipe row, data, fraction), columns = that task's metrics; ``notes``
+    (task -> text, the references' notes; None: the default files') stand under the header."""
+    notes = _references(None).notes if notes is None else notes
     sub = table[table["task"].isin(board.tasks) & table["metric"].isin([m for m, _ in board.metrics])]
     recs = [r for r in records if r["task"] in board.tasks or LOC_TASK.get(r["task"]) in board.tasks]
     header = [f"# {board.title}", ""]
@@ -309,9 +322,9 @@ def render_board(board: Board, table: pd.DataFrame, records: list[dict]) -> tupl
         header += [f"Rows marked *{UNFINGERPRINTED}* come from result.json files written before recipes were "
                    "recorded: each run stands alone (n=1), whatever its method name, since nothing says which "
                    "runs share a recipe.", ""]
-    notes = [f"Note ({t}): {NOTES[t]}" for t in board.tasks if t in NOTES and t in set(sub["task"])]
-    if notes:
-        header += [*notes, ""]
+    shown = [f"Note ({t}): {notes[t]}" for t in board.tasks if t in notes and t in set(sub["task"])]
+    if shown:
+        header += [*shown, ""]
     index = {(r.task, r.row, r.data, r.fraction, r.metric): r for r in sub.itertuples(index=False)}
     lines = []
     for task in [t for t in board.tasks if t in set(sub["task"])]:
@@ -404,18 +417,22 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def build_leaderboards(runs_dir: str | Path, out: str | Path = "results") -> list[Path]:
+def build_leaderboards(runs_dir: str | Path, out: str | Path = "results",
+                       references: References | None = None) -> list[Path]:
+    """Every board of the runs under ``runs_dir`` into ``out``, the papers' numbers from ``references``
+    (None: every benchmarks/*/references.yaml under the current folder)."""
+    references = _references(references)
     records = assign_rows(read_results(runs_dir))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = aggregate(records)
+    table = aggregate(records, references)
     cis, comparisons = bootstrap(records)
     key = lambda r: (r.task, r.row, r.data, r.fraction, r.metric)  # noqa: E731
     table["ci_low"] = [cis.get(key(r), (math.nan, math.nan))[0] for r in table.itertuples()]
     table["ci_high"] = [cis.get(key(r), (math.nan, math.nan))[1] for r in table.itertuples()]
     written = []
     for board in BOARDS:
-        md, sub = render_board(board, table, records)
+        md, sub = render_board(board, table, records, references.notes)
         atomic_write_text(out / f"leaderboard_{board.name}.md", md)
         recs = [r for r in records if r["task"] in board.tasks]
         csv = sub.assign(

@@ -146,7 +146,7 @@ def test_cli_fit_then_test_writes_a_result_the_leaderboard_reads(twin_factory, t
         "model:\n  init_args: {backbone: resnet10t}\n"
         f"data:\n  init_args: {{image_size: 64, eval_size: 96, cache_size: 96, batch_size: 8, num_workers: 0, "
         f"cache_dir: {tmp_path / 'cache'}}}\n")
-    config = str(REPO / "benchmarks/configs/amm_cardiomegaly.yaml")
+    config = str(REPO / "benchmarks/amm/configs/amm_cardiomegaly.yaml")
     common = ["--config", config, "--config", str(tiny), "--data.init_args.root", str(root)]
     fit = _cli("fit", *common, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
@@ -176,7 +176,7 @@ def test_cli_fit_then_test_writes_a_result_the_leaderboard_reads(twin_factory, t
 
 
 def test_config_typo_is_a_parser_error_not_a_traceback(tmp_path):
-    res = _cli("fit", "--config", str(REPO / "benchmarks/configs/amm_cardiomegaly.yaml"),
+    res = _cli("fit", "--config", str(REPO / "benchmarks/amm/configs/amm_cardiomegaly.yaml"),
                "--model.init_args.backbon", "resnet18", cwd=tmp_path)
     assert res.returncode != 0
     assert "backbon" in res.stderr and "Traceback" not in res.stderr

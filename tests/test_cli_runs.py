@@ -33,7 +33,7 @@ def _tiny(tmp_path, cache) -> Path:
 def test_cli_fit_then_test_of_two_configs_in_one_folder_each_restores_its_own_checkpoint(twin_factory, tmp_path):
     root = twin_factory("nih", n=150, size=96, seed=4)
     tiny = _tiny(tmp_path, tmp_path / "cache")
-    common = {name: ["--config", str(REPO / f"benchmarks/configs/{name}_cardiomegaly.yaml"), "--config", str(tiny),
+    common = {name: ["--config", str(REPO / f"benchmarks/amm/configs/{name}_cardiomegaly.yaml"), "--config", str(tiny),
                      "--data.init_args.root", str(root)] for name in ("amm", "gap")}
     for name in ("amm", "gap"):
         fit = _cli("fit", *common[name], cwd=tmp_path)
@@ -74,7 +74,7 @@ def test_cli_fit_then_test_of_two_configs_in_one_folder_each_restores_its_own_ch
 def test_cli_fit_then_test_with_best_refuses_two_runs_of_one_recipe_in_one_folder(twin_factory, tmp_path):
     root = twin_factory("nih", n=150, size=96, seed=4)
     tiny = _tiny(tmp_path, tmp_path / "cache")
-    common = ["--config", str(REPO / "benchmarks/configs/gap_cardiomegaly.yaml"), "--config", str(tiny),
+    common = ["--config", str(REPO / "benchmarks/amm/configs/gap_cardiomegaly.yaml"), "--config", str(tiny),
               "--data.init_args.root", str(root)]
     for seed in (0, 1):  # the seed is not part of the recipe: two runs of one recipe
         fit = _cli("fit", *common, "--seed_everything", str(seed), cwd=tmp_path)
@@ -94,12 +94,12 @@ def test_pipeline_pretrain_then_probe_then_board_with_the_cli_alone(twin_factory
         "  enable_progress_bar: false\n"
         "model:\n  init_args: {encoder_kwargs: {width: 4}}\n"
         f"data:\n  init_args: {{image_size: 32, cache_size: 96, batch_size: 8, num_workers: 0, cache_dir: {tmp_path / 'c'}}}\n")
-    pre = ["--config", str(REPO / "benchmarks/configs/simclr_nih.yaml"), "--config", str(tiny), "--data.init_args.root", str(root)]
+    pre = ["--config", str(REPO / "benchmarks/pretraining_baselines/configs/simclr_nih.yaml"), "--config", str(tiny), "--data.init_args.root", str(root)]
     fit = _cli("fit", *pre, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     (artifact,) = (tmp_path / "runs").rglob("artifacts/encoder.pt")
     assert "encoder artifact written to" in fit.stdout and artifact.parent.parent.parent.name == "simclr_nih"
-    probe = ["--config", str(REPO / "benchmarks/configs/linear_nih14.yaml"), "--config", str(tiny),
+    probe = ["--config", str(REPO / "benchmarks/pretraining_baselines/configs/linear_nih14.yaml"), "--config", str(tiny),
              "--data.init_args.root", str(root), "--model.init_args.encoder_artifact", str(artifact)]
     fit = _cli("fit", *probe, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]

@@ -186,8 +186,8 @@ def test_wandb_offline_run_says_what_it_is_and_never_holds_the_key(tmp_path, mon
             assert secret not in p.read_bytes().decode(errors="ignore"), p
 
 
-PRETRAIN = str(REPO / "benchmarks/configs/supce_nih.yaml")
-PROBE = str(REPO / "benchmarks/configs/linear_nih14.yaml")
+PRETRAIN = str(REPO / "benchmarks/pretraining_baselines/configs/supce_nih.yaml")
+PROBE = str(REPO / "benchmarks/pretraining_baselines/configs/linear_nih14.yaml")
 TINY_PIPE = {"trainer.max_epochs": 1, "trainer.max_steps": -1, "trainer.accelerator": "cpu", "trainer.devices": 1,
              "trainer.callbacks": [], "model.init_args.encoder_kwargs": {"width": 4}, "data.init_args.image_size": 32,
              "data.init_args.cache_size": 64, "data.init_args.batch_size": 16, "data.init_args.num_workers": 0}
@@ -300,7 +300,7 @@ def test_amm_table5_is_one_leaderboard_row_per_backbone_and_head(tmp_path, monke
     from cxrbench.leaderboard import aggregate
 
     monkeypatch.setenv("CXR_DATA", str(tmp_path))
-    spec = load_spec(REPO / "benchmarks/amm_table5.yaml", repo=REPO)
+    spec = load_spec(REPO / "benchmarks/amm/paper.yaml", repo=REPO)
     methods = sorted({c.method for c in spec.cells})
     assert len(methods) == 8 and "amm-densenet121" in methods and "gap-inception-resnet-v2" in methods
     records = [{"method": c.method, "task": c.task, "seed": c.seed, "fraction": 1.0, "metrics": {"auc/mean": 0.8},

@@ -1,6 +1,6 @@
 """Chance levels of weak localization: is a heatmap's box, or its peak, better than a random guess?
 
-Used by the learns tests and ``benchmarks/byoa_localization.py``: a predicted box is compared with
+Used by the learns tests and ``benchmarks/rgt/byoa_localization.py``: a predicted box is compared with
 the same box moved to uniformly random places, a heatmap's maximum with a uniformly random point
 (whose chance of landing in the true box is the box's share of the image).
 """

@@ -303,7 +303,9 @@ def submit_leaderboard(spec: Spec, jobs: list, out: str, partition: str | None =
         if jobs:
             params["slurm_additional_parameters"] = {"dependency": "afterany:" + ":".join(j.job_id for j in jobs)}
     ex.update_parameters(**{k: v for k, v in params.items() if ex.cluster == "slurm" or not k.startswith("slurm")})
-    return ex.submit(build_leaderboards, str(spec.runs_dir), out)
+    from ..references import load_references
+
+    return ex.submit(build_leaderboards, str(spec.runs_dir), out, load_references(spec.references))
 
 
 class CellJob:
