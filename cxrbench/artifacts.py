@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .provenance import commit
+
+if TYPE_CHECKING:
+    from .models.encoders import Encoder
 
 FORMAT = 1
 #: kind -> file (or folder) name inside a run's ``artifacts/``. A method that exports a new kind adds it here.
@@ -144,3 +148,21 @@ def load_encoder(path: str | Path, expect_name: str | None = None, expect_kind: 
         raise ArtifactError(f"{path}: the weights do not fit a {spec['name']!r} encoder {spec['kwargs']}: "
                             f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
     return encoder, record
+
+
+def make_encoder(encoder: str, encoder_kwargs: dict | None, encoder_artifact: str | None, consumer: str,
+                 expect_kind: str | None = None) -> Encoder:
+    """The artifact's encoder when one is given (its own architecture), else ``encoder`` at random init.
+
+    With an artifact, ``encoder_kwargs`` (when given) are what the consumer expects: ``encoder`` must
+    then be the artifact's encoder, an adaptable argument (a ViT's ``img_size``) is adapted (the
+    position embedding resampled and logged), any other difference is refused."""
+    from .models.encoders import build_encoder
+
+    if encoder_artifact:
+        return load_encoder(encoder_artifact, expect_name=encoder if encoder_kwargs else None, expect_kind=expect_kind,
+                            consumer=consumer, expect_kwargs=encoder_kwargs)[0]
+    enc = build_encoder(encoder, **(encoder_kwargs or {}))
+    if expect_kind is not None and enc.kind != expect_kind:
+        raise ValueError(f"{consumer} needs a {expect_kind} encoder; {encoder!r} is a {enc.kind} encoder")
+    return enc

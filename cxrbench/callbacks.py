@@ -45,34 +45,36 @@ class WriteResult(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        dm = trainer.datamodule
+        data = pl_module.data  # the data contract the DataModule handed the module
+        if data is None:
+            raise RuntimeError(f"WriteResult: {type(pl_module).__name__} was tested without a cxrbench DataModule "
+                               "(no data contract): the record could not say which data it scored")
         out = Path(self.out_dir or trainer.log_dir or ".")
-        prov = data_provenance(dm.root)
+        prov = data_provenance(data.root)
         if self.scale:
             prov["scale"] = self.scale
         prov["commit"] = commit()
-        fold = self.fold if self.fold is not None else getattr(dm, "fold", None)
         record = {
             "run_id": self.run_id or out.name,
             "method": self.method or pl_module.method_name,
             "module": type(pl_module).__name__,
             "task": self.task,
             "seed": int(self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED", 0)),
-            "fraction": float(getattr(dm, "fraction", 1.0)),
+            "fraction": float(data.fraction),
             "metrics": dict(pl_module.test_metrics),
             "provenance": prov,
             "curves": pl_module.test_curves,
             **self.extra,
         }
-        if fold is not None and getattr(dm, "protocol", "cv") == "cv":
-            record["fold"] = int(fold)
+        if data.fold is not None:  # the contract has a fold under a cross-validation protocol only
+            record["fold"] = int(self.fold if self.fold is not None else data.fold)
         if self.recipe is not None:
             record["recipe"] = {"fingerprint": fingerprint(self.recipe), "config": self.recipe}
-        record["data_identity"] = data_identity(dm)
+        record["data_identity"] = data_identity(data)
         if trainer.ckpt_path and Path(trainer.ckpt_path).is_file():
             record["checkpoint"] = {"path": str(Path(trainer.ckpt_path).resolve()), "sha256": file_sha256(trainer.ckpt_path)}
-        if pl_module.test_predictions and getattr(dm, "index", None) is not None:
-            table = prediction_table(pl_module.test_predictions, dm.index.meta, list(pl_module.class_names))
+        if pl_module.test_predictions:
+            table = prediction_table(pl_module.test_predictions, data.images, list(pl_module.class_names))
             write_predictions(out, table)  # before the record: a finished record always has its predictions
             record["ci"] = run_ci(table)
         write_result(out, record)
@@ -102,9 +104,9 @@ class ExportArtifacts(L.Callback):
         out = Path(trainer.log_dir or trainer.default_root_dir)
         producer = {"run_id": out.name, "run_dir": str(out.resolve()), "method": pl_module.method_name,
                     "seed": int(os.environ.get("PL_GLOBAL_SEED", 0)), "checkpoint": path or None, "commit": commit(),
-                    "dataset_root": str(getattr(trainer.datamodule, "root", ""))}
+                    "dataset_root": str(pl_module.data.root) if pl_module.data is not None else ""}
         for kind in kinds:
-            written = pl_module.export_artifact(kind, artifact_path(out, kind), trainer.datamodule, producer)
+            written = pl_module.export_artifact(kind, artifact_path(out, kind), producer)
             print(f"cxrbench: {kind} artifact written to {written}")
 
 
@@ -156,7 +158,7 @@ class WritePredictions(BasePredictionWriter):
         merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
         vectors = {k: v.numpy() for k, v in merged.items() if k != "index" and v.ndim <= 2}
         table = prediction_table({"predict": {"index": merged["index"].numpy(), **vectors}},
-                                 trainer.datamodule.index.meta, list(pl_module.class_names))
+                                 pl_module.data.images, list(pl_module.class_names))
         write_predictions(out, table)
         np.save(out / "index.npy", merged["index"].numpy())
         for name, value in merged.items():
@@ -186,8 +188,8 @@ class WandbTestMedia(L.Callback):
         for cls, pts in (pl_module.test_curves.get("roc") or {}).items():
             media[f"test/roc/{cls}"] = wandb.plot.line_series(xs=pts["fpr"], ys=[pts["tpr"]], keys=[cls],
                                                               title=f"ROC {cls}", xname="FPR")
-        if pl_module.test_predictions and getattr(trainer.datamodule, "index", None) is not None:
-            table = prediction_table(pl_module.test_predictions, trainer.datamodule.index.meta,
+        if pl_module.test_predictions and pl_module.data is not None:
+            table = prediction_table(pl_module.test_predictions, pl_module.data.images,
                                      list(pl_module.class_names)).head(self.max_rows)
             media["test/predictions"] = wandb.Table(dataframe=table)
         overlays = self._heatmaps(trainer, pl_module, wandb)
@@ -197,10 +199,9 @@ class WandbTestMedia(L.Callback):
             loggers[0].experiment.log(media)
 
     def _heatmaps(self, trainer, pl_module, wandb) -> list:
-        import torch
-
-        dm = trainer.datamodule
-        if not hasattr(pl_module, "heatmaps") or "loc" not in getattr(dm, "datasets", {}):
+        """Overlays of the ``loc`` images the method kept while it scored them (``loc_examples``)."""
+        got = getattr(pl_module, "loc_examples", None) or {}
+        if got.get("image") is None or not len(got["image"]):
             return []
         import matplotlib
 
@@ -208,36 +209,28 @@ class WandbTestMedia(L.Callback):
         import matplotlib.pyplot as plt
 
         out = []
-        from data_modules.transforms import to_float
-
-        batch = next(iter(dm.dataloader("loc", shuffle=False)))
-        batch["image"] = to_float(batch["image"])  # outside Lightning's loops: uint8 as the loader gives it
-        with torch.no_grad():
-            maps = pl_module.heatmaps(batch["image"][: self.n_heatmaps].to(pl_module.device))
-        if maps is None:
-            return []
-        with torch.no_grad():  # the probability the overlay shows beside its map
-            probs = torch.sigmoid(pl_module(batch["image"][: self.n_heatmaps].to(pl_module.device))).float().cpu()
-        meta = dm.index.meta
-        for i in range(len(maps)):
-            labels = batch["box_labels"][i]
+        meta = pl_module.data.images if pl_module.data is not None else None
+        for i in range(len(got["image"])):
+            labels = got["box_labels"][i]
             k = int(labels[labels >= 0][0]) if (labels >= 0).any() else 0
-            row = meta.iloc[int(batch["index"][i])]
-            image_id = row["image"] if "image" in row else Path(str(row["path"])).name
-            label = batch["label"][i, k].item() if "label" in batch else float("nan")
+            index = int(got["index"][i])
+            row = meta.iloc[index] if meta is not None else {}
+            image_id = row["image"] if "image" in row else Path(str(row.get("path", index))).name
+            label = got["label"][i, k].item() if got["label"].ndim > 1 else float("nan")
+            prob = float(got["prob"][i, k])
             fig, ax = plt.subplots(figsize=(3.4, 3.6))
-            ax.imshow(batch["image"][i, 0].float().cpu(), cmap="gray")
-            ax.imshow(maps[i, k].float().cpu(), cmap="jet", alpha=0.35)
+            ax.imshow(got["image"][i, 0], cmap="gray")
+            ax.imshow(got["map"][i, k], cmap="jet", alpha=0.35)
             drawn = False
-            for (x0, y0, x1, y1), c in zip(batch["boxes"][i].tolist(), labels.tolist()):
+            for (x0, y0, x1, y1), c in zip(got["boxes"][i].tolist(), labels.tolist()):
                 if c == k:  # only the scored class's boxes: another finding's box is not this map's target
                     ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime",
                                                label=None if drawn else f"true {pl_module.class_names[k]} box"))
                     drawn = True
             if drawn:
                 ax.legend(loc="lower right", fontsize=6)
-            ax.set_title(f"{image_id}\n{pl_module.class_names[k]}: p={probs[i, k]:.2f}, label={label:g}", fontsize=7)
+            ax.set_title(f"{image_id}\n{pl_module.class_names[k]}: p={prob:.2f}, label={label:g}", fontsize=7)
             ax.axis("off")
-            out.append(wandb.Image(fig, caption=f"{image_id} {pl_module.class_names[k]} p={probs[i, k]:.2f} label={label:g}"))
+            out.append(wandb.Image(fig, caption=f"{image_id} {pl_module.class_names[k]} p={prob:.2f} label={label:g}"))
             plt.close(fig)
         return out

@@ -15,6 +15,17 @@ from .methods.base import Method
 
 
 class CXRBenchCLI(LightningCLI):
+    """LightningCLI with cxrbench's checks, and the Trainer built with every callback and logger cxrbench
+    adds (``instantiate_trainer``): nothing is appended to a Trainer once it exists.
+
+    ``trainer_setup(cli, callbacks) -> dict``: extra Trainer arguments from the caller (the sweep runner:
+    its loggers, its callbacks, its checkpoint policy), given the config's callbacks, with the model built.
+    """
+
+    def __init__(self, *args, trainer_setup=None, **kwargs):
+        self.trainer_setup = trainer_setup
+        super().__init__(*args, **kwargs)
+
     def parse_arguments(self, parser, args) -> None:
         """Lightning then takes a checkpoint's saved hyperparameters over the config's model: a checkpoint
         of another method (a GAP checkpoint under an AMM config) would silently become the model. Refused
@@ -69,7 +80,8 @@ class CXRBenchCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """``data.batch_size`` is the global batch (the paper's), whatever the number of devices: on N
         devices each loader gets batch_size / N, so the lr stays the paper's, and BatchNorm statistics are
-        synchronised across devices (``sync_batchnorm``, a no-op for models without BatchNorm)."""
+        synchronised across GPUs (``sync_batchnorm``, a no-op for models without BatchNorm; CPU processes
+        cannot, and keep their own)."""
         from .recipe import recipe_of
 
         config = self.config.get(self.subcommand) if self.subcommand else self.config
@@ -87,16 +99,33 @@ class CXRBenchCLI(LightningCLI):
             raise SystemExit(f"cxrbench: error: data.batch_size {batch} is the global batch and must divide evenly "
                              f"over the {world} devices (devices × num_nodes); choose a multiple of {world}")
         init["batch_size"] = batch // world
-        trainer["sync_batchnorm"] = True
+        # SyncBatchNorm exists for GPU modules only: CPU processes (gloo, the tests' DDP) keep per-process
+        # BatchNorm statistics, the one thing a CPU multi-process run computes differently from one process
+        trainer["sync_batchnorm"] = on_gpu(trainer.get("accelerator"))
 
-    def before_fit(self) -> None:
-        """Checkpoints carry this recipe's fingerprint; a method that produces artifacts (a pretraining's
-        encoder, stage 1's heatmaps, the thorax-box regressor) exports them after fit, as a sweep cell does."""
-        from .callbacks import ExportArtifacts
+    def instantiate_trainer(self, **kwargs):
+        """For ``fit``: checkpoints carry this recipe's fingerprint (``RecipeStamp``), and a method that
+        produces artifacts (a pretraining's encoder, stage 1's heatmaps, the thorax-box regressor) exports
+        them after fit, as a sweep cell does. For ``predict``: every image's outputs are written. Then the
+        caller's ``trainer_setup``. All of it handed to LightningCLI's own Trainer construction."""
+        from .callbacks import ExportArtifacts, RecipeStamp, WritePredictions
+        from .recipe import fingerprint
 
-        self._stamp_checkpoints()
-        if getattr(self.model, "artifacts", ()) and not any(isinstance(c, ExportArtifacts) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(ExportArtifacts())
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        given = (config.get("trainer") or {}).get("callbacks")
+        callbacks = [] if given is None else list(given) if isinstance(given, (list, tuple)) else [given]
+        have = lambda kind: any(isinstance(c, kind) for c in callbacks)  # noqa: E731
+        if self.subcommand == "fit":
+            if not have(RecipeStamp):
+                callbacks.append(RecipeStamp(fingerprint(self.recipe)))
+            if getattr(self.model, "artifacts", ()) and not have(ExportArtifacts):
+                callbacks.append(ExportArtifacts())
+        if self.subcommand == "predict" and not have(WritePredictions):
+            callbacks.append(WritePredictions())
+        extra = {"callbacks": callbacks}
+        if self.trainer_setup is not None:
+            extra.update(self.trainer_setup(self, callbacks))
+        return super().instantiate_trainer(**{**kwargs, **extra})
 
     def before_validate(self) -> None:
         self._resolve_ckpt_path("validate")
@@ -105,18 +134,7 @@ class CXRBenchCLI(LightningCLI):
         self._resolve_ckpt_path("test")
 
     def before_predict(self) -> None:
-        from .callbacks import WritePredictions
-
-        if not any(isinstance(c, WritePredictions) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(WritePredictions())
         self._resolve_ckpt_path("predict")
-
-    def _stamp_checkpoints(self) -> None:
-        from .callbacks import RecipeStamp
-        from .recipe import fingerprint
-
-        if not any(isinstance(c, RecipeStamp) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(RecipeStamp(fingerprint(self.recipe)))
 
     def _resolve_ckpt_path(self, subcommand: str) -> None:
         """``--ckpt_path best|last`` in a fresh process: this config's own checkpoint, found inside its
@@ -229,6 +247,13 @@ def check_checkpoint_fits(path: Path, model) -> None:
                          f"{type(model).__name__} ({what})")
 
 
+def on_gpu(accelerator) -> bool:
+    """Whether a Trainer with this accelerator will run on CUDA devices."""
+    import torch
+
+    return accelerator not in ("cpu", "mps") and torch.cuda.is_available()
+
+
 def world_size(devices, accelerator, num_nodes: int = 1) -> int:
     """Processes a Trainer with these settings will run (before it exists): ``devices`` as Lightning reads
     it (an int, "-1"/"auto" = every GPU on a GPU accelerator and 1 on the CPU, a list or "0,1" string)."""
@@ -261,9 +286,9 @@ def _root_cause(err: BaseException) -> BaseException:
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
 
-def build_cli(args: list[str], run: bool = True) -> CXRBenchCLI:
+def build_cli(args: list[str], run: bool = True, trainer_setup=None) -> CXRBenchCLI:
     return CXRBenchCLI(Method, CXRDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
-                       run=run, save_config_kwargs={"overwrite": True})
+                       run=run, save_config_kwargs={"overwrite": True}, trainer_setup=trainer_setup)
 
 
 def registry_names(args: list[str]) -> list[str]:

@@ -9,6 +9,12 @@
   on min-max normalised class activation maps, averaged over the batch as Eq. 2 does.
 - ``masked_l1``: GMML's reconstruction loss, L1 on the corrupted pixels only.
 
+Under DDP each process holds a slice of the global batch. A loss that contrasts the batch
+(``nt_xent``, ``supcon``) first gathers every process's embeddings (``gather``, with gradients), so
+that on N processes it is the loss of the whole global batch, with the same negatives as on one
+process: each process then computes that same loss, and DDP's gradient average gives the one-process
+gradient (tests/test_losses_ddp.py). solo-learn and lightly gather for the same reason.
+
 NT-Xent and SupCon are written here (a masked cross-entropy each) because the one library that has
 them, pytorch-metric-learning, is outside the design card's stack; the tests check both against it.
 """
@@ -20,10 +26,42 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 
+def world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """Every process's rows of ``x`` in rank order, gradients flowing back to each process's own rows;
+    ``x`` itself outside a multi-process run. ``torch.distributed.nn.functional.all_gather``: its backward
+    sums the gradient every process's copy of the loss sends to each row, which is what makes DDP's
+    average of N identical losses the gradient of one loss over the global batch. Every process must
+    hold the same number of rows (DistributedSampler pads to that)."""
+    if world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()))
+
+
+def gather_labels(x: torch.Tensor) -> torch.Tensor:
+    """``gather`` for tensors without gradients (labels)."""
+    if world_size() == 1:
+        return x
+    import torch.distributed as dist
+
+    out = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out)
+
+
 def nt_xent(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
     """NT-Xent over 2N views (SimCLR): row i of ``a`` and row i of ``b`` are a positive pair; every
     other row of either view is a negative (RGT §III-C: "the negative samples will be other chest
-    X-rays (both image and radiomics views)"); cosine similarity / tau, mean over the 2N anchors."""
+    X-rays (both image and radiomics views)"); cosine similarity / tau, mean over the 2N anchors.
+    Under DDP, N is the global batch (``gather``)."""
+    a, b = gather(a), gather(b)
     z = F.normalize(torch.cat([a, b]), dim=-1)
     n = len(a)
     sim = (z @ z.T / tau).masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
@@ -35,8 +73,10 @@ def supcon(views: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tenso
 
     Every other view of an image with the same label is a positive; the anchor itself is left out.
     Per anchor: −mean over positives of log softmax (over all other views) / tau; mean over anchors
-    with at least one positive. With distinct labels it is NT-Xent over the V views.
+    with at least one positive. With distinct labels it is NT-Xent over the V views. Under DDP, N is
+    the global batch (``gather``).
     """
+    views, labels = gather(views), gather_labels(labels)
     n, v, _ = views.shape
     z = F.normalize(views.reshape(n * v, -1), dim=-1)
     lab = labels.reshape(-1).repeat_interleave(v)

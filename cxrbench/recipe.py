@@ -7,7 +7,7 @@ change training); two runs with different recipes are two rows, never one cell.
 
 ``recipe_of(config)`` is the resolved config without those keys; ``fingerprint(recipe)`` a short hash
 of it; ``differences(recipes)`` the keys whose values differ between recipes (a row's label).
-``data_identity(datamodule)`` says which data the run saw: dataset, twin spec or real release, split seed.
+``data_identity(data contract)`` says which data the run saw: dataset, twin spec or real release, split seed.
 """
 
 from __future__ import annotations
@@ -120,13 +120,13 @@ def differences(recipes: dict[str, dict]) -> dict[str, str]:
     return labels
 
 
-def data_identity(datamodule) -> dict:
-    """Dataset, real release or twin spec, and split seed: runs on different data never share a cell."""
+def data_identity(data) -> dict:
+    """Dataset, real release or twin spec, and split seed of a data contract (``data_modules.contract``):
+    runs on different data never share a cell."""
     from .provenance import data_provenance
 
-    prov = data_provenance(datamodule.root)
-    ident = {"dataset": type(datamodule).__name__, "data": prov["data"],
-             "split_seed": int(getattr(datamodule, "split_seed", 0))}
+    prov = data_provenance(data.root)
+    ident = {"dataset": data.datamodule, "data": prov["data"], "split_seed": int(data.split_seed)}
     if prov["data"] == "twin":
         spec = prov.get("twin_spec") or {}
         ident["twin"] = {k: spec[k] for k in sorted(spec)}

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default
 from torchvision import tv_tensors
 
 from .cache import ImageCache, RowCache, default_cache_root
+from .contract import BoxPrior, DataContract, label_counts
 from .io import DataError, read_image
 from .rle import decode_union
 from .splits import label_fraction, stratum_keys
@@ -60,6 +61,34 @@ class DatasetIndex:
 
     def rows_with_boxes(self) -> np.ndarray:
         return np.array([], int) if self.boxes is None else np.unique(self.boxes["row"].to_numpy())
+
+
+def class_box_prior(index: DatasetIndex, rows=None) -> BoxPrior:
+    """The mean box per class of an index's box file (pixels of each image file) as fractions of the
+    image side, over ``rows`` (default: all). Reads each box image's size from its file."""
+    if index.boxes is None or len(index.boxes) == 0:
+        raise DataError(f"{index.name}: BYOA needs box statistics, but this index has no boxes "
+                        "(NIH needs BBox_List_2017.csv)")
+    boxes = index.boxes if rows is None else index.boxes[index.boxes["row"].isin(set(np.asarray(rows).tolist()))]
+    sizes = {}
+    for r in boxes["row"].unique():
+        with Image.open(index.meta["path"].iloc[int(r)]) as im:
+            sizes[int(r)] = im.size  # (w, h): box pixels are relative to the file's size
+    wh = np.array([sizes[int(r)] for r in boxes["row"]], np.float64)
+    x0, y0 = boxes["x0"].to_numpy() / wh[:, 0], boxes["y0"].to_numpy() / wh[:, 1]
+    x1, y1 = boxes["x1"].to_numpy() / wh[:, 0], boxes["y1"].to_numpy() / wh[:, 1]
+    center, size, missing = [], [], []
+    for c in index.classes:
+        sel = boxes["label"].to_numpy() == c
+        if not sel.any():
+            missing.append(c)
+            continue
+        center.append([((x0 + x1) / 2)[sel].mean(), ((y0 + y1) / 2)[sel].mean()])
+        size.append([(x1 - x0)[sel].mean(), (y1 - y0)[sel].mean()])
+    if missing:
+        raise DataError(f"{index.name}: no box in the training data for class(es) {missing}; BYOA needs a "
+                        "mean box per class (use a label set whose classes all have boxes, e.g. nih8)")
+    return BoxPrior(tuple(index.classes), np.array(center), np.array(size))
 
 
 def load_mask(source, out_hw: tuple[int, int]) -> np.ndarray:
@@ -242,6 +271,7 @@ class CXRDataModule(L.LightningDataModule):
         self.splits: dict[str, np.ndarray] = {}
         self.datasets: dict[str, CXRDataset] = {}
         self._cache: ImageCache | None = None
+        self._extra_test_splits: tuple[str, ...] = ()  # asked for by the method (``wants_test_splits``)
 
     # ---- to implement -------------------------------------------------------------------
     def build_index(self) -> DatasetIndex:
@@ -289,7 +319,7 @@ class CXRDataModule(L.LightningDataModule):
         Called by ``setup`` once ``self.splits`` is set (``test_splits`` reads it)."""
         if not self.use_cache or not self.eval_size or self.eval_size <= self.cache_size:
             return None
-        rows = np.unique(np.concatenate([splits[s] for s in self.test_splits]))
+        rows = np.unique(np.concatenate([splits[s] for s in self._base_test_splits()]))
         index = self.prepare_index()
         root_tag = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:8]
         rows_tag = hashlib.sha1(rows.tobytes()).hexdigest()[:8]
@@ -299,8 +329,52 @@ class CXRDataModule(L.LightningDataModule):
         return RowCache(ImageCache(prefix, paths, self.eval_size), rows)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
+        if not self.datasets:
+            self.build_datasets()
+        self.hand_contract()
+
+    # ---- the data contract ------------------------------------------------------------------
+    def hand_contract(self) -> None:
+        """Give the attached LightningModule its ``DataContract`` (``data_modules.contract``), before its
+        own ``setup``. A module may name extra splits it scores at test (``wants_test_splits``, e.g. the
+        validation split a val-chosen operating point needs); those that exist join the test loaders."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is None or not hasattr(module, "bind_data"):
             return
+        wanted = tuple(getattr(module, "wants_test_splits", ()) or ())
+        base = self._base_test_splits()
+        self._extra_test_splits = tuple(s for s in wanted if s in self.datasets and s not in base)
+        module.bind_data(self.contract())
+
+    def contract(self) -> DataContract:
+        """What a method may know of this data (see ``data_modules.contract``)."""
+        if not self.datasets:
+            self.setup()
+        from .transforms import DEFAULT_SIZE
+
+        index = self.index
+        image_size = int(self.image_size or DEFAULT_SIZE.get(self.preset, 224))
+        pos, neg = label_counts(index.labels, self.splits["train"])
+        protocol = getattr(self, "protocol", None)
+        return DataContract(
+            dataset=index.name, datamodule=type(self).__name__, root=self.root, label_kind=index.task,
+            classes=tuple(index.classes), split_rows={k: np.asarray(v) for k, v in self.splits.items()},
+            test_splits=tuple(self.test_splits), image_size=image_size, eval_size=int(self.eval_size or image_size),
+            preset=self.preset, fraction=float(self.fraction), split_seed=int(self.split_seed), images=index.meta,
+            train_positives=pos, train_negatives=neg, protocol=protocol,
+            fold=int(self.fold) if protocol == "cv" and getattr(self, "fold", None) is not None else None,
+            val_share=getattr(self, "val_share", None), sites=tuple(getattr(self, "train_sites", ()) or ()),
+            box_prior=(lambda: class_box_prior(index)) if index.boxes is not None and len(index.boxes) else None,
+            train_batches=lambda: self.dataloader("train", shuffle=False),
+            full_images=self.full_images)
+
+    def full_images(self, size: int, batch_size: int | None = None):
+        """Every train and val image, whole at ``size``², in row order: ``(loader, rows)``."""
+        from .crops import export_loader
+
+        return export_loader(self, size, batch_size)
+
+    def build_datasets(self) -> None:
         index = self.prepare_index()
         splits = self.make_splits(index)
         for name, rows in splits.items():
@@ -324,7 +398,7 @@ class CXRDataModule(L.LightningDataModule):
             views = self.views if name in ("train", "val") else 1
             t = build_transforms(self.preset, name == "train" or views > 1, self.image_size, eval_size,
                                  crop=name != "loc")
-            from_cache = full if full is not None and name in self.test_splits else cache
+            from_cache = full if full is not None and name in self._base_test_splits() else cache
             self.datasets[name] = CXRDataset(index, rows, t, from_cache, views=views)
 
     def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
@@ -359,12 +433,16 @@ class CXRDataModule(L.LightningDataModule):
     def val_dataloader(self):
         return self.dataloader("val")
 
+    def _base_test_splits(self) -> list[str]:
+        return ["test"] + [s for s in ("shift", "loc") if s in self.splits and len(self.splits[s])]
+
     @property
     def test_splits(self) -> list[str]:
-        """Splits a test run evaluates, in dataloader order: test, then shift / loc where they exist."""
+        """Splits a test run evaluates, in dataloader order: test, then shift / loc where they exist,
+        then the splits the method asked for (``hand_contract``)."""
         if not self.splits:
             self.setup()
-        return ["test"] + [s for s in ("shift", "loc") if s in self.splits and len(self.splits[s])]
+        return self._base_test_splits() + list(self._extra_test_splits)
 
     def test_dataloader(self):
         loaders = [self.dataloader(s, shuffle=False) for s in self.test_splits]

@@ -66,8 +66,13 @@ def crop_origins(full: int, crop: int) -> list[tuple[int, int]]:
 
 def dataset_key(index: DatasetIndex) -> str:
     """What identifies a dataset's rows wherever it lives: its name and the ordered image file names."""
-    h = hashlib.sha1(f"{index.name}:{len(index.meta)}".encode())
-    for p in index.meta["path"]:
+    return images_key(index.name, index.meta)
+
+
+def images_key(name: str, meta) -> str:
+    """``dataset_key`` from a dataset's name and its metadata table (a data contract's ``images``)."""
+    h = hashlib.sha1(f"{name}:{len(meta)}".encode())
+    for p in meta["path"]:
         h.update(os.path.basename(p).encode() + b"\n")
     return h.hexdigest()
 
@@ -225,7 +230,7 @@ def export_rows(dm) -> np.ndarray:
     """Every train and val row of a DataModule before its label fraction (stage 1's heatmap export)."""
     if not dm.datasets:
         dm.setup("fit")
-    splits = dm.make_splits(dm.index)
+    splits = dm.make_splits(dm.index)  # again: the splits before the label fraction
     return np.unique(np.concatenate([np.asarray(splits[s], np.int64) for s in ("train", "val") if s in splits]))
 
 
@@ -354,10 +359,8 @@ class NIHCrops(NIH):
                             f"({len(index.meta)} images): another dataset or image list")
         return store
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        super().setup(stage)
+    def build_datasets(self) -> None:
+        super().build_datasets()
         store = self.open_heatmaps() if self.heatmaps_path is not None else None
         if store is not None:
             for split in ("train", "val"):
@@ -389,5 +392,5 @@ class NIHCrops(NIH):
         return text + f"\n  crops: 5 per image of {self.full_size}², {self.full_size // 2}² each, trained at {self.image_size}²"
 
 
-__all__ = ["CROP_NAMES", "FOREGROUND_THRESHOLD", "crop_origins", "dataset_key", "HeatmapWriter", "HeatmapStore",
+__all__ = ["CROP_NAMES", "FOREGROUND_THRESHOLD", "crop_origins", "dataset_key", "images_key", "HeatmapWriter", "HeatmapStore",
            "FullImages", "CropDataset", "NIHCrops", "export_loader", "export_rows", "collate"]

@@ -114,3 +114,42 @@ def label_fraction(rows: np.ndarray, keys: pd.Series, fraction: float, subset_se
     if not keep.any():
         keep[np.argmin(ranks)] = True
     return np.asarray(rows)[keep]
+
+
+def check_pretraining_rows(data, exclude_sources: list[str] | tuple = (), check_patients: bool = True) -> None:
+    """Refuse a data contract whose pretraining rows (train + val) include evaluation images (test,
+    shift, loc), their patients, or a source in ``exclude_sources`` (SS-CXR §4.1: COHEN, ACTMED).
+    A data check, so it lives here; GMML calls it on the contract it is handed."""
+    splits = data.split_rows or {}
+    if "train" not in splits:
+        return
+    used = np.union1d(splits["train"], splits.get("val", np.array([], int)))
+    meta = data.images
+    # a patient is (source, id) where sources exist: ids are per-site strings and may repeat across sites
+    patient = meta["patient_id"].astype(str)
+    if "source" in meta.columns:
+        patient = meta["source"].astype(str) + ":" + patient
+    for name in ("test", "shift", "loc"):
+        rows = splits.get(name)
+        if rows is None or not len(rows):
+            continue
+        both = np.intersect1d(used, rows)
+        if len(both):
+            raise DataError(f"{data.dataset}: the pretraining split (train + val) would include {len(both)} image(s) of "
+                            f"the {name!r} split (e.g. {meta['path'].iloc[both[0]]}): pretraining must never see "
+                            "evaluation images; fix the DataModule's splits")
+        if check_patients:
+            pids = set(patient.iloc[used]) & set(patient.iloc[rows])
+            if pids:
+                raise DataError(f"{data.dataset}: {len(pids)} patient(s) of the {name!r} split also have images in the "
+                                f"pretraining split (e.g. {sorted(pids)[0]}); set check_patients: false only if "
+                                "that is intended")
+    if exclude_sources:
+        if "source" not in meta.columns:
+            raise DataError(f"{data.dataset}: exclude_sources {list(exclude_sources)} given, but this dataset has no "
+                            "'source' column")
+        src = meta["source"].iloc[used]
+        bad = src[src.isin(list(exclude_sources))]
+        if len(bad):
+            raise DataError(f"{data.dataset}: the pretraining split holds {len(bad)} image(s) of held-out source(s) "
+                            f"{sorted(set(bad))}: set data.init_args.held_out_sources: {list(exclude_sources)}")

@@ -121,7 +121,8 @@ def exported(small_root, tmp_path_factory):
     torch.manual_seed(0)
     model = CAMContrastCAM(**TINY, num_classes=1, class_names=["Abnormal"])
     path = tmp / "runs" / "stage1-run" / "artifacts" / "heatmaps"
-    model.export_artifact("heatmaps", path, dm, {"run_id": "stage1-run"})
+    model.bind_data(dm.contract())  # what a Trainer's setup does
+    model.export_artifact("heatmaps", path, {"run_id": "stage1-run"})
     return {"dm": dm, "model": model, "path": path, "tmp": tmp}
 
 
@@ -300,13 +301,14 @@ def test_stage2_loss_falls_on_the_exported_heatmaps(stage1, learns):
     init of the heatmap encoder) ends in the collapsed state (mean cosine of image projections 0.99),
     and a strict probe of that encoder on this twin's abnormal label is no better than of a random one
     (AUC at fraction 0.25: 0.41–0.60 vs 0.57). On the 14 findings it is: the twin tables
-    (``benchmarks/camcontrast_tables_twin.yaml``, three probe seeds) give nih14-linear AUC 0.550 vs
+    (``benchmarks/camcontrast/twin.yaml``, three probe seeds) give nih14-linear AUC 0.550 vs
     0.474 for a random encoder at 1% (paired +0.075, CI +0.007…+0.141), and more at every larger
     fraction — a sweep, not a test. The paper's 72k steps at 224 px are beyond a CPU test.
     """
     model1, tmp = stage1["model"], stage1["tmp"]
     path = tmp / "runs" / "s1" / "artifacts" / "heatmaps"
-    model1.export_artifact("heatmaps", path, stage1["dm"], {"run_id": "s1"})
+    model1.bind_data(stage1["dm"].contract())
+    model1.export_artifact("heatmaps", path, {"run_id": "s1"})
     L.seed_everything(learns.seed)
     dm = NIHCrops(stage1["root"], protocol="rgt", heatmaps=str(path), full_size=STAGE1_SIZE, image_size=32, cache_size=128,
                   cache_dir=str(tmp / "c"), batch_size=32)

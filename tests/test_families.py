@@ -106,7 +106,7 @@ def test_families_refuse_a_datamodule_of_the_wrong_kind():
 def test_encoder_artifact_loads_by_name_in_a_process_that_never_imports_its_producer(tmp_path):
     torch.manual_seed(0)
     model = SimCLR(**SMALL)
-    path = model.export_artifact("encoder", tmp_path / "artifacts" / "encoder.pt", None, {"run_id": "r1", "method": "simclr"})
+    path = model.export_artifact("encoder", tmp_path / "artifacts" / "encoder.pt", {"run_id": "r1", "method": "simclr"})
     x = torch.rand(2, 1, 32, 32)
     model.encoder.eval()
     torch.save(model.encoder(x).detach(), tmp_path / "expected.pt")
@@ -245,7 +245,7 @@ def test_strict_probe_on_a_supce_encoder_beats_the_same_probe_on_an_unlearned_en
         L.seed_everything(learns.seed)
         pre = SupCE(**enc, lr=0.05, momentum=0.9, class_names=["Cardiomegaly"])
         _trainer(SUPCE_EPOCHS, callbacks).fit(pre, dm)
-        return {"encoder_artifact": str(pre.export_artifact("encoder", tmp_path / f"{name}.pt", dm, {"run_id": name}))}
+        return {"encoder_artifact": str(pre.export_artifact("encoder", tmp_path / f"{name}.pt", {"run_id": name}))}
 
     arms = {"supce": pretrain("supce", learns.callbacks()),
             # the same pretraining with its loss detached: BatchNorm statistics adapt, nothing is learned
@@ -269,7 +269,7 @@ SUPCE_EPOCHS = 16
 
 def test_the_cli_refuses_a_segmentation_method_on_a_classification_datamodule(twin_factory, tmp_path):
     root = twin_factory("nih", n=90, size=64)
-    res = subprocess.run([sys.executable, "-m", "cxrbench.cli", "fit", "--config", str(REPO / "benchmarks/configs/unet_siim.yaml"),
+    res = subprocess.run([sys.executable, "-m", "cxrbench.cli", "fit", "--config", str(REPO / "benchmarks/pretraining_baselines/configs/unet_siim.yaml"),
                           "--data.class_path", "data_modules.NIH", "--data.init_args.root", str(root),
                           "--data.init_args.transforms", "plain", "--data.init_args.cache_dir", str(tmp_path / "c")],
                          capture_output=True, text=True, cwd=tmp_path)
@@ -306,7 +306,7 @@ def test_batch_size_is_the_global_batch_on_any_number_of_devices(twin_factory, t
     a global batch that does not divide is refused before anything is built."""
     from cxrbench.lightning_cli import build_cli, world_size
 
-    base = ["--config", str(REPO / "benchmarks/configs/amm_cardiomegaly.yaml"),
+    base = ["--config", str(REPO / "benchmarks/amm/configs/amm_cardiomegaly.yaml"),
             "--data.init_args.root", str(twin_factory("nih", n=90, size=64)), "--data.init_args.cache_dir", str(tmp_path),
             "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)]
     cli = build_cli([*base, "--trainer.devices", "2", "--trainer.strategy", "ddp"], run=False)

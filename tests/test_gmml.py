@@ -100,7 +100,7 @@ def test_gmml_decoders_reconstruct_at_the_input_size_and_only_the_encoder_is_exp
     paper = GMML(encoder_kwargs=SMALL_VIT)
     widths = [m.out_features for m in paper.decoder.mlp if isinstance(m, torch.nn.Linear)]
     assert widths == [2048, 2048, 256] and paper.decoder.up.kernel_size == (8, 8) == paper.decoder.up.stride
-    path = model.export_artifact("encoder", tmp_path / "encoder.pt", None, {"run_id": "gmml"})
+    path = model.export_artifact("encoder", tmp_path / "encoder.pt", {"run_id": "gmml"})
     state = torch.load(path, weights_only=True)["payload"]["state_dict"]
     assert state.keys() == model.encoder.state_dict().keys() and not any("decoder" in k for k in state)
     with pytest.raises(ValueError, match="GMML reconstructs the image from a ViT's patch tokens"):
@@ -114,7 +114,7 @@ def test_every_encoder_tensor_of_a_gmml_artifact_lands_in_the_unetr_and_hidden_s
     with torch.no_grad():  # away from the init (ones / zeros) so that a tensor left behind would show
         for p in gmml.encoder.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    path = gmml.export_artifact("encoder", tmp_path / "encoder.pt", None, {"run_id": "gmml"})
+    path = gmml.export_artifact("encoder", tmp_path / "encoder.pt", {"run_id": "gmml"})
     art = torch.load(path, weights_only=True)["payload"]["state_dict"]
     seg = UNETRSegmenter(encoder_artifact=str(path))
     vit = seg.net.vit
@@ -243,16 +243,16 @@ def test_a_pretraining_split_that_would_include_test_or_held_out_images_is_refus
 def test_gmml_pretraining_feeds_every_sscxr_cell_and_every_paper_row_has_its_numbers(monkeypatch):
     from pathlib import Path
 
-    from cxrbench.papers import reference
+    from cxrbench.references import reference
     from cxrbench.runner.spec import load_spec
 
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.setenv("CXR_DATA", "/data")
-    for name in ("sscxr.yaml", "sscxr_smoke.yaml"):
+    for name in ("sscxr/paper.yaml", "sscxr/smoke.yaml"):
         spec = load_spec(repo / "benchmarks" / name, repo=repo)
         producers = {c.run_id: c for c in spec.cells if c.produces}
         # paper scale: one pretraining for every cell; smoke: one per ViT geometry (patch 8 / UNETR's 16)
-        assert len(producers) == (1 if name == "sscxr.yaml" else 2)
+        assert len(producers) == (1 if name == "sscxr/paper.yaml" else 2)
         for p in producers.values():
             assert p.method == "gmml" and p.task is None and p.produces == ("encoder",)
             assert p.config["model"]["init_args"]["exclude_sources"] == ["cohen", "actmed"]
@@ -292,7 +292,7 @@ def _gmml_vs_scratch(root, seed: int, cache_dir: str, pre_epochs: int = 15, ft_e
             losses.append(float(trainer.callback_metrics["val/loss"]))
 
     _trainer(pre_epochs, callbacks=[Curve(), *pre_callbacks]).fit(pre, dm("3class"))
-    artifact = pre.export_artifact("encoder", f"{cache_dir}/gmml-{seed}.pt", None, {"run_id": f"gmml-{seed}"})
+    artifact = pre.export_artifact("encoder", f"{cache_dir}/gmml-{seed}.pt", {"run_id": f"gmml-{seed}"})
     out = {"val_loss": losses}
     for arm, kw in (("gmml", {"encoder_artifact": str(artifact)}), ("scratch", {})):
         L.seed_everything(seed)

@@ -153,6 +153,19 @@ def test_two_process_ddp_cell_writes_one_result_with_the_full_test_set(twin_fact
     assert rec["metrics"]["auc/mean"] == pytest.approx(model.test_metrics["auc/mean"], abs=1e-6)
 
 
+def test_two_process_cpu_cell_of_a_batchnorm_model_runs(twin_factory, tmp_path):
+    """SyncBatchNorm is for GPU modules only: on CPU processes (gloo) the global-batch rule leaves it off,
+    where forcing it stopped every BatchNorm model at its first step."""
+    root = twin_factory("nih", n=90, size=64)
+    spec_path = _spec(tmp_path, root, [{"name": "ddp-bn", "task": "nih8-cls", "method": "toy-bn", "config": TOY,
+                                        "data": "nih", "seeds": [0], "overrides": {
+                                            "trainer.max_epochs": 1, "model.class_path": "toy_methods.ToyBNClassifier"}}])
+    res = _bench(spec_path, tmp_path, "--devices", "2")
+    logs = "".join(p.read_text() for p in (tmp_path / "runs").rglob("stdout.log"))
+    assert res.returncode == 0, res.stdout + res.stderr + logs[-3000:]
+    assert "Starting with 2 processes" in logs and len(list((tmp_path / "runs").rglob("result.json"))) == 1
+
+
 def test_wandb_offline_run_says_what_it_is_and_never_holds_the_key(tmp_path, monkeypatch):
     from cxrbench.runner.cell import make_loggers
 

@@ -197,7 +197,7 @@ def test_thorax_box_regressor_overlaps_held_out_lung_boxes(lungs_twin, cache_dir
     assert got["box_iou/mean"] > 0.8
 
     # the artifact: plain data, the size it was made at, and a consumer at another size is refused
-    path = m.export_artifact("thorax_boxes", tmp_path / "thorax_boxes.pt", dm, {"run_id": "test"})
+    path = m.export_artifact("thorax_boxes", tmp_path / "thorax_boxes.pt", {"run_id": "test"})
     record = read_artifact(path, "thorax_boxes")
     assert record["payload"]["image_size"] == SIZE and record["producer"]["run_id"] == "test"
     crop = ThoraxCrop(boxes=str(path), image_size=SIZE, **TINY)
@@ -246,14 +246,14 @@ common = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--
           "--data.init_args.batch_size", "8", "--model.init_args.image_size", "96"]
 tiny = ["--model.init_args.vgg_width", "0.0625", "--model.init_args.vgg_hidden", "64", "--data.init_args.root", chexpert,
         "--data.init_args.view", "any"]
-main(["fit", "--config", "benchmarks/configs/thorax_box_lungs.yaml", *common, "--data.init_args.root", lungs])
+main(["fit", "--config", "benchmarks/stn/configs/thorax_box_lungs.yaml", *common, "--data.init_args.root", lungs])
 ckpt = glob.glob(f"{out}/thorax_box_lungs/*/checkpoints/last.ckpt")[0]
 art = ThoraxBoxRegressor.load_from_checkpoint(ckpt).export_artifact("thorax_boxes", f"{out}/thorax_boxes.pt")
-main(["fit", "--config", "benchmarks/configs/thorax_crop_chexpert.yaml", *common, *tiny, "--model.init_args.boxes", str(art)])
-main(["fit", "--config", "benchmarks/configs/vgg16_chexpert.yaml", *common, *tiny])
-main(["fit", "--config", "benchmarks/configs/stn_chexpert.yaml", *common, *tiny])
+main(["fit", "--config", "benchmarks/stn/configs/thorax_crop_chexpert.yaml", *common, *tiny, "--model.init_args.boxes", str(art)])
+main(["fit", "--config", "benchmarks/stn/configs/vgg16_chexpert.yaml", *common, *tiny])
+main(["fit", "--config", "benchmarks/stn/configs/stn_chexpert.yaml", *common, *tiny])
 ckpt = glob.glob(f"{out}/stn_chexpert/*/checkpoints/last.ckpt")[0]
-main(["test", "--config", "benchmarks/configs/stn_chexpert.yaml", *common, *tiny, "--ckpt_path", ckpt])
+main(["test", "--config", "benchmarks/stn/configs/stn_chexpert.yaml", *common, *tiny, "--ckpt_path", ckpt])
 print("RESULT", glob.glob(f"{out}/stn_chexpert/*/result.json")[0])
 '''
 
@@ -285,7 +285,7 @@ def test_marker_pixels_are_recomputed_from_the_twin_seeds(chexpert_twin, cache_d
     STN's first band (central 10% of rows) holds none of them, the identity all of them."""
     from scipy import ndimage
 
-    from benchmarks.stn_crop import marker_coverage, window_mask
+    from benchmarks.stn.stn_crop import marker_coverage, window_mask
     from data_modules.io import read_image
     from data_modules.twin.chexpert import marker_mask
     from data_modules.twin.io import TwinSpec, read_manifest

@@ -6,6 +6,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from cxrbench.methods import register
 from cxrbench.methods.classification import ClassificationMethod
 
 
@@ -13,8 +14,8 @@ def _encoder() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
+@register("toy")
 class ToyClassifier(ClassificationMethod):
-    method_name = "toy"
 
     def __init__(self, lr: float = 0.01, **kwargs):
         super().__init__(**kwargs)
@@ -27,6 +28,16 @@ class ToyClassifier(ClassificationMethod):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+@register("toy-bn")
+class ToyBNClassifier(ToyClassifier):
+    """The toy with BatchNorm: what a multi-process CPU cell must run (SyncBatchNorm is GPU-only)."""
+
+    def __init__(self, lr: float = 0.01, **kwargs):
+        super().__init__(lr=lr, **kwargs)
+        self.encoder = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                     nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
 class SlowEpochs(L.Callback):

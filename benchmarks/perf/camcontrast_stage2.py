@@ -63,7 +63,8 @@ def main(argv=None) -> None:
     stage1 = CAMContrastCAM(encoder_kwargs={"width": args.width}, num_classes=1, class_names=["Abnormal"])
     hm = tmp / "runs" / "stage1" / "artifacts" / "heatmaps"
     t = time.perf_counter()
-    stage1.export_artifact("heatmaps", hm, dm1, {"run_id": "stage1"})
+    stage1.bind_data(dm1.contract())
+    stage1.export_artifact("heatmaps", hm, {"run_id": "stage1"})
     n_maps = len(dm1.splits["train"]) + len(dm1.splits["val"])
     print(f"NIH twin: {args.n} images cached at {full}²; crops {crop}² (5 per image); U-Net width {args.width}; "
           f"device {device}; batch {args.batch}")

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from cxrbench.methods import METHODS
-    from cxrbench.methods.stn import gallery_figure, params_figure
+    from cxrbench.plots import gallery_figure, params_figure
     from cxrbench.provenance import commit, data_provenance
     from data_modules import CheXpert
 
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     if args.wandb:
         from lightning.pytorch.loggers import WandbLogger
 
-        from cxrbench.methods.stn import figure_array
+        from cxrbench.plots import figure_array
 
         import os
 

@@ -40,13 +40,14 @@ import torch.nn.functional as F
 
 from ..models.amm_head import AMMHead, GAPHead
 from ..models.backbones import Backbone
+from ..optim import OptimizerRecipe
+from .registry import register
 from .classification import ClassificationMethod
 
 
+@register("amm")
 class AMM(ClassificationMethod):
     """Backbone -> AMM head. ``heatmaps`` = W, bilinearly upsampled to the input size."""
-
-    method_name = "amm"
 
     def __init__(self, backbone: str = "densenet121", lr: float = 1e-4, momentum: float = 0.9,
                  plateau_factor: float = 0.3, plateau_patience: int = 15, pretrained: bool = False,
@@ -67,17 +68,15 @@ class AMM(ClassificationMethod):
         w = self.head.weights(self.backbone(images))
         return F.interpolate(w, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
-    def configure_optimizers(self):
-        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=self.hparams.plateau_factor,
-                                                           patience=self.hparams.plateau_patience)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+    def optimizer_recipe(self) -> OptimizerRecipe:
+        h = self.hparams
+        return OptimizerRecipe("sgd", h.lr, momentum=h.momentum, schedule="plateau", plateau_factor=h.plateau_factor,
+                               plateau_patience=h.plateau_patience, plateau_monitor="val/loss")
 
 
+@register("gap")
 class GAPBaseline(AMM):
     """The paper's base models (DenseNet121-GAP, …): same backbone and classifier, plain GAP, no map."""
-
-    method_name = "gap"
 
     def make_head(self, channels: int):
         return GAPHead(channels, self.num_classes)

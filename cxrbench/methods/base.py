@@ -10,7 +10,9 @@ Four families subclass ``Method`` (solo-learn's "base per kind of method", each 
 | encoder evaluation | ``evaluation.py`` | linear probe / fine-tune (classification), U-Net on an encoder (segmentation) | as its family |
 
 ``num_classes``, ``class_names`` and ``task`` are linked from the DataModule by the CLI, so a family
-refuses a DataModule of the wrong kind when it is built, before any training step.
+refuses a DataModule of the wrong kind when it is built, before any training step. Everything else a
+method knows of its data is the ``DataContract`` the DataModule hands it in ``setup`` (``self.data``,
+``data_modules.contract``): a method never reads the DataModule itself.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from data_modules.contract import DataContract
 from data_modules.transforms import to_float
 
 from ..artifacts import ArtifactError, save_encoder
+from ..optim import OptimizerRecipe, build, recipe_from_hparams
 
 
 class Method(L.LightningModule):
@@ -39,6 +43,10 @@ class Method(L.LightningModule):
     monitor: tuple[str, str] = ("val/loss", "min")
     #: artifact kinds ``cxrbench fit`` exports after training (``callbacks.ExportArtifacts``); none here
     artifacts: tuple[str, ...] = ()
+    #: optional contract fields and doors this method cannot work without (checked when it is bound)
+    data_needs: tuple[str, ...] = ()
+    #: splits beyond test/shift/loc this method scores in the test loop (e.g. ``("val",)``)
+    wants_test_splits: tuple[str, ...] = ()
 
     def __init__(self, num_classes: int = 1, class_names: list[str] | None = None, task: str = "binary"):
         super().__init__()
@@ -56,6 +64,25 @@ class Method(L.LightningModule):
         # per evaluation split, per-sample arrays keyed by name ("index" + predictions / per-image scores):
         # written beside the record as predictions.csv, read by the leaderboard's bootstrap CIs
         self.test_predictions: dict[str, dict] = {}
+        self.data: DataContract | None = None  # handed in by the DataModule (``bind_data``)
+
+    def bind_data(self, contract: DataContract) -> None:
+        """Called by the DataModule in its ``setup``, before this module's: the one door to the data."""
+        contract.require(self.data_needs, type(self).__name__)
+        self.data = contract
+
+    # ---------------------------------------------------------------- optimisation (``cxrbench.optim``)
+    def optimizer_recipe(self) -> OptimizerRecipe:
+        """This method's paper recipe; by default the one its arguments name (optimizer, lr, momentum,
+        nesterov, weight_decay, warmup_epochs, warmup_fraction), warm-up then cosine."""
+        return recipe_from_hparams(self.hparams)
+
+    def optimizer_groups(self) -> list[dict] | None:
+        """Parameter groups where the paper splits them (e.g. STN's localisation lr); None: one group."""
+        return None
+
+    def configure_optimizers(self):
+        return build(self, self.optimizer_recipe(), self.optimizer_groups())
 
     def predict_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """What ``cxrbench predict`` writes per image: a family's probabilities, maps or embeddings."""
@@ -67,11 +94,10 @@ class Method(L.LightningModule):
 
     def split_name(self, dataloader_idx: int) -> str:
         """The evaluation split a test dataloader index stands for ("test", "shift", "loc", …)."""
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        names = getattr(dm, "test_splits", ["test"])
+        names = self.data.test_splits if self.data is not None else ("test",)
         return names[dataloader_idx] if dataloader_idx < len(names) else f"test{dataloader_idx}"
 
-    def export_artifact(self, kind: str, path: Path, datamodule=None, producer: dict | None = None) -> Path:
+    def export_artifact(self, kind: str, path: Path, producer: dict | None = None) -> Path:
         """Write this method's artifact of ``kind`` (``cxrbench.artifacts.ARTIFACT_FILES``) to ``path``.
 
         The runner calls it after fit, on the weights the cell keeps, for every kind the cell's

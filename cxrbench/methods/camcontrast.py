@@ -32,9 +32,9 @@ projectors and the heatmap encoder are dropped. Image crops: RandomResizedCrop(2
 rotation 30°; no augmentation of the heatmap crops.
 
 **Baselines** SimCLR-crop, SupCE-crop, SupCon-crop are ``ssl_baselines`` on ``NIHCrops`` without
-heatmaps (configs ``benchmarks/configs/{simclr,supce,supcon}_crop_nih.yaml``); ``random`` is an
+heatmaps (configs ``benchmarks/camcontrast/configs/{simclr,supce,supcon}_crop_nih.yaml``); ``random`` is an
 evaluation cell without an encoder artifact. Downstream: ``nih14-linear`` (strict probe) and
-``siim-seg`` (U-Net fine-tune) — ``benchmarks/camcontrast_table8.yaml`` / ``camcontrast_table9.yaml``.
+``siim-seg`` (U-Net fine-tune) — ``benchmarks/camcontrast/paper.yaml``.
 
 Deviations and choices (paper vs public code), each with its reason:
 - CE on two classes is computed as BCE on the one logit z₁ − z₀ (identical: softmax over two classes
@@ -80,20 +80,24 @@ Deviations and choices (paper vs public code), each with its reason:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..losses import cam_attention_loss, minmax, nt_xent
 from ..models.encoders import build_encoder
+from .registry import register
 from .classification import ClassificationMethod
-from .evaluation import OPTIMIZERS, make_optimizer
+from ..optim import OPTIMIZERS, OptimizerRecipe, recipe_from_hparams
 from .pretraining import PretrainingMethod
 from .ssl_baselines import projection_head
 
 FOREGROUND_THRESHOLD = 15  # data_modules.crops.FOREGROUND_THRESHOLD; raw uint8 pixel > 15 is body
 
 
+@register("camcontrast-cam")
 class CAMContrastCAM(ClassificationMethod):
     """CAMContrast stage 1: the heatmap generator (a normal/abnormal classifier with CAM attention loss).
 
@@ -109,10 +113,11 @@ class CAMContrastCAM(ClassificationMethod):
             ``label_set: abnormal``: 1 = abnormal).
     """
 
+    data_needs = ("full_images",)  # the data contract's door this method reads
+
     #: what ``cxrbench fit`` exports after training (``callbacks.ExportArtifacts``), as a sweep cell's ``produces``
     artifacts: tuple[str, ...] = ("heatmaps",)
 
-    method_name = "camcontrast-cam"
     TASKS = ("binary",)
 
     def __init__(self, encoder: str = "unet", encoder_kwargs: dict | None = None, attention_weight: float = 0.01,
@@ -159,13 +164,11 @@ class CAMContrastCAM(ClassificationMethod):
     # ---------------------------------------------------------------- training
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if stage == "fit" and dm is not None and getattr(dm, "splits", None):
-            lab = dm.index.labels.to_numpy()[dm.splits["train"], 0]
-            n_norm, n_abn = int((lab == 0).sum()), int((lab == 1).sum())
+        if stage == "fit" and self.data is not None:
+            n_norm, n_abn = self.data.train_negatives[0], self.data.train_positives[0]
             if n_norm == 0 or n_abn == 0:
                 raise ValueError(f"CAMContrast stage 1 needs normal and abnormal images in the training split; it has "
-                                 f"{n_norm} normal and {n_abn} abnormal ({dm.classes[0]} = 1). Check the label set, "
+                                 f"{n_norm} normal and {n_abn} abnormal ({self.data.classes[0]} = 1). Check the label set, "
                                  "filters and label fraction")
 
     def stage1_loss(self, images: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -188,29 +191,27 @@ class CAMContrastCAM(ClassificationMethod):
             batch = {**batch, "box_labels": [torch.zeros_like(l) for l in batch["box_labels"]]}
         return super().test_step(batch, batch_idx, dataloader_idx)
 
-    def configure_optimizers(self):
-        h = self.hparams
-        decay = [p for n, p in self.named_parameters() if p.ndim > 1]
-        no_decay = [p for n, p in self.named_parameters() if p.ndim <= 1]  # BatchNorm and biases
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return make_optimizer(self, groups, h.optimizer, h.lr, h.momentum, h.nesterov, h.weight_decay, h.warmup_epochs)
+    def optimizer_recipe(self) -> OptimizerRecipe:
+        return recipe_from_hparams(self.hparams, exempt_from_decay=())  # BatchNorm and biases do not decay
 
     # ---------------------------------------------------------------- heatmap artifact
-    def export_artifact(self, kind, path, datamodule=None, producer=None):
+    def export_artifact(self, kind, path, producer=None):
         if kind != "heatmaps":
-            return super().export_artifact(kind, path, datamodule, producer)
+            return super().export_artifact(kind, path, producer)
         from tqdm import tqdm
 
-        from data_modules.crops import HeatmapWriter, dataset_key, export_loader
+        from data_modules.crops import HeatmapWriter, images_key
 
-        dm = datamodule
-        size = int(dm.image_size)
-        loader, rows = export_loader(dm, size, self.hparams.export_batch_size)
-        index = dm.index
-        meta = {"producer": dict(producer or {}), "dataset": index.name, "dataset_root": str(dm.root.resolve()),
-                "dataset_key": dataset_key(index), "n_index": len(index.meta), "classes": list(dm.classes),
-                "split": {"protocol": getattr(dm, "protocol", None), "split_seed": dm.split_seed,
-                          "val_share": getattr(dm, "val_share", None), "splits": ["train", "val"]},
+        data = self.data
+        if data is None or data.full_images is None:
+            raise RuntimeError("the heatmap export reads stage 1's images through its data contract: fit (or test) "
+                               "the model on its DataModule first")
+        size = int(data.image_size)
+        loader, rows = data.full_images(size, self.hparams.export_batch_size)
+        meta = {"producer": dict(producer or {}), "dataset": data.dataset, "dataset_root": str(Path(data.root).resolve()),
+                "dataset_key": images_key(data.dataset, data.images), "n_index": len(data.images), "classes": list(data.classes),
+                "split": {"protocol": data.protocol, "split_seed": data.split_seed,
+                          "val_share": data.val_share, "splits": ["train", "val"]},
                 "cam": {"class": self.class_names[0], "upsample": "bilinear, align_corners=True",
                         "normalise": "min-max", "foreground_threshold": int(self.hparams.foreground_threshold)}}
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -252,6 +253,7 @@ class HeatmapEncoder(nn.Module):
         return self.net(heatmaps).mean((2, 3))
 
 
+@register("camcontrast")
 class CAMContrast(PretrainingMethod):
     """CAMContrast stage 2: NT-Xent between each image crop and its heatmap crop (no labels).
 
@@ -259,8 +261,6 @@ class CAMContrast(PretrainingMethod):
     Args: tau (0.05), proj_dim (128), heatmap_channels (32, 64, 128), heatmap_init ('kaiming' or
     'default': PyTorch's, the public code's); the rest as PretrainingMethod.
     """
-
-    method_name = "camcontrast"
 
     def __init__(self, tau: float = 0.05, proj_dim: int = 128, heatmap_channels: tuple[int, ...] = (32, 64, 128),
                  heatmap_init: str = "kaiming", **kwargs):

@@ -55,6 +55,7 @@ class ClassificationMethod(Method):
         self.threshold_rule, self.loc_threshold, self.class_weighted = threshold, loc_threshold, class_weighted
         self.register_buffer("pos_weight", torch.ones(num_classes), persistent=True)
         self.val_store = SampleStore(("preds", "target"))
+        self.loc_examples: dict = {}  # a few loc images with their maps, for the reporting layer
         self.eval_stores = torch.nn.ModuleDict()
 
     # ---------------------------------------------------------------- to implement
@@ -66,11 +67,15 @@ class ClassificationMethod(Method):
         return None
 
     # ---------------------------------------------------------------- loss and probabilities
+    @property
+    def wants_test_splits(self) -> tuple[str, ...]:
+        """A binary task's operating point chosen on the validation split: its images are scored in the
+        test loop too (with the weights under test), so the choice is Lightning's loop, DDP included."""
+        return ("val",) if self.num_classes == 1 and self.task != "multiclass" and self.threshold_rule.startswith("val_") else ()
+
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and self.class_weighted and dm is not None and self.task != "multiclass":
-            lab = dm.index.labels.to_numpy(np.float64)[dm.splits["train"]]
-            pos, neg = np.nansum(lab == 1, 0), np.nansum(lab == 0, 0)
+        if stage == "fit" and self.class_weighted and self.data is not None and self.task != "multiclass":
+            pos, neg = np.asarray(self.data.train_positives, np.float64), np.asarray(self.data.train_negatives, np.float64)
             self.pos_weight.copy_(torch.as_tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)))
 
     def loss(self, logits: torch.Tensor, label: torch.Tensor, weighted: bool = True) -> torch.Tensor:
@@ -136,6 +141,7 @@ class ClassificationMethod(Method):
         if maps is None:
             return
         store = self._store("loc", ("iou", "n_boxes"))  # created on every rank, even one without box images
+        self._keep_loc_examples(batch, maps)
         keys, ious, counts = [], [], []
         for i, (gt, gl) in enumerate(zip(batch["boxes"], batch["box_labels"])):
             preds = {c: torch.as_tensor(heatmap_to_boxes(maps[i, c].float().cpu().numpy(), self.loc_threshold))
@@ -144,32 +150,42 @@ class ClassificationMethod(Method):
                 keys.append(int(batch["index"][i]) * self.num_classes + c)  # one key per (image, class)
                 ious.append(v)
                 counts.append(len(preds[c]))
-        if keys:
-            store.update(torch.tensor(keys), iou=torch.tensor(ious, dtype=torch.float64),
-                         n_boxes=torch.tensor(counts, dtype=torch.float64))
+        # every batch updates, an empty one too: a process whose loc images hold no box of the task's classes
+        # then gathers typed empty tensors (torchmetrics fills a never-updated list state with float32,
+        # which gloo cannot gather beside another process's int64 index)
+        store.update(torch.tensor(keys, dtype=torch.long), iou=torch.tensor(ious, dtype=torch.float64),
+                     n_boxes=torch.tensor(counts, dtype=torch.float64))
+
+    def on_test_start(self) -> None:
+        self.loc_examples = {}  # this test run's, not an earlier one's
+
+    def _keep_loc_examples(self, batch, maps: torch.Tensor, n: int = 8) -> None:
+        """The first ``n`` images of the ``loc`` split with their maps, boxes and probabilities, for the
+        reporting layer's overlays (``callbacks.WandbTestMedia``): kept here, so nothing re-reads the data."""
+        have = len(self.loc_examples.get("image", ()))
+        k = min(n - have, len(maps))
+        if k <= 0:
+            return
+        new = {"image": batch["image"][:k], "map": maps[:k], "prob": self.probabilities(self(batch["image"][:k])),
+               "index": torch.as_tensor(batch["index"][:k]), "label": batch["label"][:k]}
+        for key, v in new.items():
+            v = v.detach().float().cpu() if key != "index" else v.cpu()
+            self.loc_examples[key] = torch.cat([self.loc_examples[key], v]) if key in self.loc_examples else v
+        for key in ("boxes", "box_labels"):
+            self.loc_examples.setdefault(key, []).extend(t.cpu() for t in batch[key][:k])
 
     # ---------------------------------------------------------------- test metrics
-    @torch.no_grad()
-    def _val_predictions(self):
-        from data_modules.transforms import to_float
-
-        dm = self.trainer.datamodule
-        preds, target = [], []
-        was_training = self.training
-        self.eval()
-        for batch in dm.dataloader("val", shuffle=False):
-            # a loop outside Lightning's: the uint8 batch is made float here, as on_after_batch_transfer does
-            preds.append(self.probabilities(self(to_float(batch["image"].to(self.device)))).cpu())
-            target.append(self._targets(batch["label"]).cpu())
-        self.train(was_training)
-        return torch.cat(preds), torch.cat(target)
-
-    def choose_threshold(self) -> float:
+    def choose_threshold(self, val: dict | None = None) -> float:
+        """The operating point: fixed, or chosen on ``val`` (the validation split's store, scored in the
+        test loop: ``wants_test_splits``)."""
         rule = self.threshold_rule
         if rule.startswith("fixed:"):
             return float(rule.split(":", 1)[1])
-        p, t = self._val_predictions()
-        p, t = p[:, 0].double(), t[:, 0].double()
+        if val is None or not len(val["index"]):
+            raise RuntimeError(f"{type(self).__name__}: threshold {rule!r} is chosen on the validation split, but the "
+                               "test loop scored no validation image: test it on a cxrbench DataModule (which adds "
+                               "the 'val' split to the test loaders), or set threshold fixed:T")
+        p, t = val["preds"][:, 0].double().cpu(), val["target"][:, 0].double().cpu()
         if rule.startswith("val_recall:"):
             return threshold_at_recall(p, t, float(rule.split(":", 1)[1]))
         candidates = torch.unique(p)
@@ -186,7 +202,13 @@ class ClassificationMethod(Method):
         curves: dict = {}
         predictions: dict = {}
         threshold = None
+        val = None
+        if "val" in self.eval_stores:  # scored only for the operating point: not a result of the run
+            val = self.eval_stores["val"].compute()
+            self.eval_stores["val"].reset()
         for split, store in self.eval_stores.items():
+            if split == "val":
+                continue
             got = store.compute()
             store.reset()
             if split == "loc":
@@ -215,7 +237,7 @@ class ClassificationMethod(Method):
                 out[f"{prefix}accuracy"] = float((p.argmax(1) == t.argmax(1)).double().mean())
                 predictions[split]["pred"] = F.one_hot(p.argmax(1), self.num_classes).double().numpy()
             elif self.num_classes == 1:
-                threshold = self.choose_threshold() if threshold is None else threshold
+                threshold = self.choose_threshold(val) if threshold is None else threshold
                 rates = confusion_rates(p, t, threshold)
                 rep = weighted_report(p, t, threshold)
                 out[f"{prefix}threshold"] = threshold

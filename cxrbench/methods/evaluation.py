@@ -18,42 +18,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..artifacts import load_encoder
+from ..artifacts import make_encoder
 from ..models.decoders import UNet
-from ..models.encoders import Encoder, build_encoder
-from ..schedules import lightning_warmup_cosine
+from ..models.encoders import Encoder
+from ..optim import OPTIMIZERS
+from .registry import register
 from .classification import ClassificationMethod
 from .segmentation import SegmentationMethod
 
 FREEZE = ("strict", "bn_train", "none")
-OPTIMIZERS = ("sgd", "adamw")
-
-
-def make_encoder(encoder: str, encoder_kwargs: dict | None, encoder_artifact: str | None, consumer: str,
-                 expect_kind: str | None = None) -> Encoder:
-    """The artifact's encoder when one is given (its own architecture), else ``encoder`` at random init.
-
-    With an artifact, ``encoder_kwargs`` (when given) are what the consumer expects: ``encoder`` must
-    then be the artifact's encoder, an adaptable argument (a ViT's ``img_size``) is adapted (the
-    position embedding resampled and logged), any other difference is refused."""
-    if encoder_artifact:
-        return load_encoder(encoder_artifact, expect_name=encoder if encoder_kwargs else None, expect_kind=expect_kind,
-                            consumer=consumer, expect_kwargs=encoder_kwargs)[0]
-    enc = build_encoder(encoder, **(encoder_kwargs or {}))
-    if expect_kind is not None and enc.kind != expect_kind:
-        raise ValueError(f"{consumer} needs a {expect_kind} encoder; {encoder!r} is a {enc.kind} encoder")
-    return enc
-
-
-def make_optimizer(module, params, optimizer: str, lr: float, momentum: float, nesterov: bool, weight_decay: float,
-                   warmup_epochs: float = 0.0, warmup_fraction: float | None = None) -> dict:
-    """SGD (momentum, optionally Nesterov) or AdamW, with linear warm-up then cosine, stepped per batch."""
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
-                              weight_decay=weight_decay)
-    else:
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    return {"optimizer": opt, "lr_scheduler": lightning_warmup_cosine(module, opt, warmup_epochs, warmup_fraction)}
 
 
 class EncoderClassifier(ClassificationMethod):
@@ -99,36 +72,29 @@ class EncoderClassifier(ClassificationMethod):
             feats = self.encoder(images)
         return self.head(feats)
 
-    def configure_optimizers(self):
-        h = self.hparams
-        params = self.parameters() if self.freeze == "none" else self.head.parameters()
-        return make_optimizer(self, params, h.optimizer, h.lr, h.momentum, h.nesterov, h.weight_decay, h.warmup_epochs)
 
 
+@register("linear")
 class LinearProbe(EncoderClassifier):
     """Linear evaluation (CAMContrast §4.2: SGD lr 0.1, Nesterov momentum 0.9, no weight decay, cosine)."""
 
-    method_name = "linear"
 
-
+@register("finetune")
 class FineTune(EncoderClassifier):
     """Full fine-tune of an encoder (SS-CXR: class token → Linear, AdamW lr 5e-4, weight decay 0.05)."""
-
-    method_name = "finetune"
 
     def __init__(self, freeze: str = "none", optimizer: str = "adamw", lr: float = 5e-4, weight_decay: float = 0.05,
                  **kwargs):
         super().__init__(freeze=freeze, optimizer=optimizer, lr=lr, weight_decay=weight_decay, **kwargs)
 
 
+@register("unet")
 class EncoderSegmenter(SegmentationMethod):
     """A U-Net on a registry CNN encoder (pretrained from an artifact, or random init), fully trained.
 
     CAMContrast §4.2 (SIIM): the whole U-Net fine-tuned with the Dice loss, SGD lr 0.01, Nesterov
     momentum 0.9, weight decay 1e-5, cosine. ViT encoders go to UNETR instead (refused here).
     """
-
-    method_name = "unet"
 
     def __init__(self, encoder: str = "unet", encoder_kwargs: dict | None = None, encoder_artifact: str | None = None,
                  optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9, nesterov: bool = True,
@@ -147,7 +113,3 @@ class EncoderSegmenter(SegmentationMethod):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def configure_optimizers(self):
-        h = self.hparams
-        return make_optimizer(self, self.parameters(), h.optimizer, h.lr, h.momentum, h.nesterov, h.weight_decay,
-                              h.warmup_epochs)

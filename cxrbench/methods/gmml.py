@@ -7,9 +7,9 @@ corrupted pixels only, Algorithm 1; the decoder is dropped after pretraining), �
 class token → Linear for classification — ``FineTune``; the pretrained ViT as UNETR's encoder for
 segmentation — ``UNETRSegmenter`` here), §4.1 (COVIDx CXR-3 without labels; COHEN and ACTMED and
 the test images never used for pretraining or fine-tuning), §4.2 (fine-tuning: 256², AdamW lr
-5e-4, weight decay 0.05, 100 epochs — ``benchmarks/configs/finetune_covidx.yaml``), §4.3 (UNETR,
+5e-4, weight decay 0.05, 100 epochs — ``benchmarks/sscxr/configs/finetune_covidx.yaml``), §4.3 (UNETR,
 256², AdamW lr 5e-4, weight decay 1e-5, 400 epochs, train Shenzhen (+ Belarus), test Montgomery —
-``benchmarks/configs/unetr_lungs.yaml``). Public code: Sara-Ahmed/GMML (``datasets_utils.py``:
+``benchmarks/sscxr/configs/unetr_lungs.yaml``). Public code: Sara-Ahmed/GMML (``datasets_utils.py``:
 ``GMML_drop_rand_patches`` / ``GMML_replace_list``; ``vision_transformer.py``: ``RECHead``;
 ``main.py``); facts in ../shared/notes/method-facts.md.
 
@@ -72,14 +72,14 @@ Paper vs public code, and what we chose:
 - Labels: never read by the objective; ``online_probe`` (off by default, on in the configs) trains a
   linear head on detached class-token features of the clean images as a running sign, never a result.
 
-Fine-tuning (``FineTune`` with ``benchmarks/configs/finetune_covidx.yaml``): class token after the final
+Fine-tuning (``FineTune`` with ``benchmarks/sscxr/configs/finetune_covidx.yaml``): class token after the final
 norm → Linear, AdamW 5e-4, wd 0.05, 256², 100 epochs (§4.2). Not in the paper, DeiT's defaults (which
 it says it follows): 5 warm-up epochs then cosine, drop path 0.1, batch 64; the checkpoint with the best
 validation AUC; operating point 0.5. Binary tasks use one logit and BCE (a 2-way softmax head is the
-same model up to a reparametrisation). The paper's binary "TPR" column is our TNR (``papers.py`` shows
+same model up to a reparametrisation). The paper's binary "TPR" column is our TNR (``benchmarks/sscxr/references.yaml`` shows
 why). From-scratch rows ("ViT-S") are the same config without an artifact.
 
-Smoke scale only (``benchmarks/sscxr_smoke.yaml``): two small encoders (patch 8 for the fine-tunes,
+Smoke scale only (``benchmarks/sscxr/twin.yaml``; ``smoke.yaml`` is a cut of it): two small encoders (patch 8 for the fine-tunes,
 patch 16 × 12 blocks for UNETR) instead of one ViT-S, the fine-tunes' encoder pretrained with the
 public decoder (at twin scale its encoders fine-tuned more reliably: 6/6 seeds beat scratch vs 5/6 with
 the paper's decoder narrowed to 256/256/64, ``tests/test_gmml.py``), fewer epochs, higher GMML lr.
@@ -93,7 +93,7 @@ size than the UNETR's is resized to it and the logits back (evaluation at anothe
 The "UNETR" baseline row is the same network from the same random timm initialisation.
 
 Not reproducible here: the SS-IN rows (GMML on ImageNet-1K: no ImageNet, no downloads) and the
-private pediatric test set (Tables 1–2, third column): ``cxrbench/papers.py`` says so.
+private pediatric test set (Tables 1–2, third column): ``benchmarks/sscxr/references.yaml``'s notes say so.
 """
 
 from __future__ import annotations
@@ -104,11 +104,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from data_modules.io import DataError
+from data_modules.splits import check_pretraining_rows
 
 from ..losses import masked_l1
 from ..models.unetr import build_unetr
-from .evaluation import OPTIMIZERS, make_encoder, make_optimizer
+from .registry import register
+from ..optim import OPTIMIZERS, OptimizerRecipe, recipe_from_hparams
+from ..artifacts import make_encoder
 from .pretraining import PretrainingMethod
 from .segmentation import SegmentationMethod
 
@@ -203,46 +205,8 @@ class GMMLDecoder(nn.Module):
         return self.up(x.reshape(len(x), -1, *grid))
 
 
-# ---------------------------------------------------------------------------------------- checks
-def check_pretraining_rows(dm, exclude_sources: list[str] | tuple = (), check_patients: bool = True) -> None:
-    """Refuse a DataModule whose pretraining rows (train + val) include evaluation images (test, shift,
-    loc), their patients, or a source in ``exclude_sources`` (SS-CXR §4.1: COHEN, ACTMED)."""
-    splits = getattr(dm, "splits", None) or {}
-    if "train" not in splits:
-        return
-    used = np.union1d(splits["train"], splits.get("val", np.array([], int)))
-    meta = dm.index.meta
-    # a patient is (source, id) where sources exist: ids are per-site strings and may repeat across sites
-    patient = meta["patient_id"].astype(str)
-    if "source" in meta.columns:
-        patient = meta["source"].astype(str) + ":" + patient
-    for name in ("test", "shift", "loc"):
-        rows = splits.get(name)
-        if rows is None or not len(rows):
-            continue
-        both = np.intersect1d(used, rows)
-        if len(both):
-            raise DataError(f"{dm.name}: the pretraining split (train + val) would include {len(both)} image(s) of "
-                            f"the {name!r} split (e.g. {meta['path'].iloc[both[0]]}): pretraining must never see "
-                            "evaluation images; fix the DataModule's splits")
-        if check_patients:
-            pids = set(patient.iloc[used]) & set(patient.iloc[rows])
-            if pids:
-                raise DataError(f"{dm.name}: {len(pids)} patient(s) of the {name!r} split also have images in the "
-                                f"pretraining split (e.g. {sorted(pids)[0]}); set check_patients: false only if "
-                                "that is intended")
-    if exclude_sources:
-        if "source" not in meta.columns:
-            raise DataError(f"{dm.name}: exclude_sources {list(exclude_sources)} given, but this dataset has no "
-                            "'source' column")
-        src = meta["source"].iloc[used]
-        bad = src[src.isin(list(exclude_sources))]
-        if len(bad):
-            raise DataError(f"{dm.name}: the pretraining split holds {len(bad)} image(s) of held-out source(s) "
-                            f"{sorted(set(bad))}: set data.init_args.held_out_sources: {list(exclude_sources)}")
-
-
 # ---------------------------------------------------------------------------------------- GMML
+@register("gmml")
 class GMML(PretrainingMethod):
     """Group masked model learning of a registry ViT (SS-CXR §3.1). The product is the encoder artifact;
     the decoder stays here.
@@ -259,8 +223,6 @@ class GMML(PretrainingMethod):
         check_patients: also refuse a patient shared between pretraining and evaluation splits.
         the rest: ``PretrainingMethod`` (encoder, encoder_kwargs, lr, warmup_epochs, online_probe…).
     """
-
-    method_name = "gmml"
 
     def __init__(self, encoder: str = "vit_small_patch16", decoder: str = "paper",
                  decoder_dims: tuple[int, int, int] = (2048, 2048, 256),
@@ -295,7 +257,7 @@ class GMML(PretrainingMethod):
 
     def _train_generator(self) -> torch.Generator:
         if self.gen_train is None:
-            rank = self.global_rank if self._trainer is not None else 0
+            rank = self.global_rank  # 0 outside a trainer
             self.gen_train = torch.Generator().manual_seed(self._base_seed() + 7919 * rank)
         return self.gen_train
 
@@ -303,7 +265,7 @@ class GMML(PretrainingMethod):
         self._train_generator()
 
     def on_validation_epoch_start(self):
-        rank = self.global_rank if self._trainer is not None else 0
+        rank = self.global_rank  # 0 outside a trainer
         self.gen_val.manual_seed(self._base_seed() + 104729 + 7919 * rank)  # same corruptions every epoch
 
     def on_save_checkpoint(self, checkpoint):
@@ -315,9 +277,8 @@ class GMML(PretrainingMethod):
             self.gen_train.set_state(checkpoint["gmml_generator"])
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if stage == "fit" and dm is not None:
-            check_pretraining_rows(dm, self.hparams.exclude_sources or (), self.hparams.check_patients)
+        if stage == "fit" and self.data is not None:
+            check_pretraining_rows(self.data, self.hparams.exclude_sources or (), self.hparams.check_patients)
 
     # ---------------------------------------------------------------- objective
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
@@ -341,20 +302,11 @@ class GMML(PretrainingMethod):
         return loss, {"l1_corrupted": loss.detach(), "corrupted_share": mask.float().mean()}
 
     # ---------------------------------------------------------------- optimisation (the public code's)
-    def configure_optimizers(self):
+    def optimizer_recipe(self) -> OptimizerRecipe:
         h = self.hparams
         if h.optimizer != "adamw":
-            return super().configure_optimizers()
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if p.requires_grad:
-                (no_decay if name.endswith(".bias") or p.ndim <= 1 else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": h.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=h.lr)
-        from ..schedules import lightning_warmup_cosine
-
-        return {"optimizer": opt, "lr_scheduler": lightning_warmup_cosine(self, opt, h.warmup_epochs, h.warmup_fraction,
-                                                                           final_ratio=min(1.0, h.min_lr / h.lr))}
+            return super().optimizer_recipe()
+        return recipe_from_hparams(h, exempt_from_decay=(), final_ratio=min(1.0, h.min_lr / h.lr))
 
     def on_train_batch_start(self, batch, batch_idx):
         h = self.hparams
@@ -363,9 +315,9 @@ class GMML(PretrainingMethod):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         t = min(1.0, self.global_step / total)
         wd = h.weight_decay_end + (h.weight_decay - h.weight_decay_end) * 0.5 * (1 + math.cos(math.pi * t))
-        opt = self.optimizers()
-        opt = getattr(opt, "optimizer", opt)
-        opt.param_groups[0]["weight_decay"] = wd
+        for group in self.optimizers(use_pl_optimizer=False).param_groups:
+            if group.get("group") == "decay":  # cxrbench.optim names its groups
+                group["weight_decay"] = wd
 
 
 # ---------------------------------------------------------------------------------------- RGT
@@ -376,7 +328,7 @@ def load_into_multitoken_vit(target: nn.Module, encoder) -> list[str]:
     tokens starts as the ViT's class token plus its position (MultiTokenViT gives class tokens no
     position); LayerNorm eps set to the ViT's 1e-6. Every target tensor is filled (checked); returns the
     names filled. Beyond the paper:
-    ``benchmarks/byoa_gmml.py`` asks whether this makes BYOA's boxes beat random ones."""
+    ``benchmarks/rgt/byoa_gmml.py`` asks whether this makes BYOA's boxes beat random ones."""
     if encoder.kind != "vit":
         raise ValueError(f"RGT's image branch takes a ViT; {encoder.encoder_name!r} is a {encoder.kind} encoder")
     src = encoder.vit.state_dict()
@@ -400,6 +352,7 @@ def load_into_multitoken_vit(target: nn.Module, encoder) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- UNETR
+@register("unetr")
 class UNETRSegmenter(SegmentationMethod):
     """MONAI's UNETR on a registry ViT (SS-CXR §4.3): pretrained from an artifact, or random init.
 
@@ -410,8 +363,6 @@ class UNETRSegmenter(SegmentationMethod):
         feature_size, norm_name: UNETR's decoder width and norm (MONAI defaults 16, instance).
         optimizer, lr, momentum, nesterov, weight_decay, warmup_epochs: AdamW 5e-4, wd 1e-5 (§4.3), cosine.
     """
-
-    method_name = "unetr"
 
     def __init__(self, encoder: str = "vit_small_patch16", encoder_kwargs: dict | None = None,
                  encoder_artifact: str | None = None, feature_size: int = 16, norm_name: str = "instance",
@@ -433,7 +384,3 @@ class UNETRSegmenter(SegmentationMethod):
             return nn.functional.interpolate(self.net(x), size=tuple(size), mode="bilinear", align_corners=False)
         return self.net(images)
 
-    def configure_optimizers(self):
-        h = self.hparams
-        return make_optimizer(self, self.parameters(), h.optimizer, h.lr, h.momentum, h.nesterov, h.weight_decay,
-                              h.warmup_epochs)

@@ -23,7 +23,7 @@ from ..losses import masked_bce
 from ..metrics import SampleStore, auc
 from ..models.encoders import build_encoder
 from .base import Method
-from .evaluation import OPTIMIZERS, make_optimizer
+from ..optim import OPTIMIZERS
 
 
 class PretrainingMethod(Method):
@@ -123,7 +123,3 @@ class PretrainingMethod(Method):
             value = auc(got["preds"].double().cpu(), got["target"].double().cpu(), self.class_names)["mean"]
             self.log("val/online_auc", 0.0 if math.isnan(value) else value)
 
-    def configure_optimizers(self):
-        h = self.hparams
-        return make_optimizer(self, self.parameters(), h.optimizer, h.lr, h.momentum, h.nesterov, h.weight_decay,
-                              h.warmup_epochs, h.warmup_fraction)

@@ -10,7 +10,7 @@ the cross-attention fusion of the two branches' class tokens (CrossViT, one laye
 cross-attention layer"); §III-C Eq. 2–3 (L = (1 − λ)·NT-Xent(g_i(I_cls), g_r(R_cls)) + λ·focal;
 λ = 0.7, where Fig. 5B's text puts the optimum); §IV-B (6-layer image encoder, batch 128, 50 epochs,
 cosine schedule with 5 warm-up epochs, weight decay 0.05, 224 input with flips, eval resize 256 /
-centre crop 224 — ``benchmarks/configs/rgt_nih8.yaml``). Logits = mean of both branches' heads.
+centre crop 224 — ``benchmarks/rgt/configs/rgt_nih8.yaml``). Logits = mean of both branches' heads.
 
 Deviations, with reasons:
 - Image encoder: a plain ViT (timm blocks, patch 16, dim 192, 3 heads, 6 layers) by default, not
@@ -51,21 +51,23 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.optim import param_groups_weight_decay
 from torch import nn
 
 from ..models.byoa import ClassBoxPrior, byoa_boxes
 from ..models.rgt_model import ClassHeads, CrossAttention, MultiTokenViT, RadiomicsEncoder, projection
 from ..losses import masked_focal, nt_xent
 from ..radiomics import extract
-from ..schedules import lightning_warmup_cosine
+from ..optim import OptimizerRecipe, decay_groups
+from .registry import register
 from .classification import ClassificationMethod
 
+#: DeiT / PS-ViT practice: class tokens and position embeddings do not decay (with norms and biases)
+NO_DECAY = ("*.cls", "*.pos")
 
+
+@register("vit")
 class ViTBaseline(ClassificationMethod):
     """The image branch alone: class-token heads, focal loss; heatmaps = class-token attention."""
-
-    method_name = "vit"
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, dim: int = 192, depth: int = 6, heads: int = 3,
                  lr: float = 4e-3, weight_decay: float = 0.05, warmup_epochs: int = 5, focal_alpha: float = 0.25,
@@ -94,17 +96,20 @@ class ViTBaseline(ClassificationMethod):
     def param_groups(self) -> list[dict]:
         """DeiT / PS-ViT practice (timm's param groups): no weight decay on norms, biases, class tokens
         and position embeddings; every other weight decays at ``weight_decay`` (0.05, §IV-B)."""
-        return param_groups_weight_decay(self, self.hparams.weight_decay, no_weight_decay_list=("*.cls", "*.pos"))
+        return decay_groups(self, self.hparams.weight_decay, NO_DECAY)
 
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.param_groups(), lr=self.hparams.lr)
-        return {"optimizer": opt, "lr_scheduler": lightning_warmup_cosine(self, opt, self.hparams.warmup_epochs)}
+    def optimizer_recipe(self) -> OptimizerRecipe:
+        h = self.hparams
+        return OptimizerRecipe("adamw", h.lr, weight_decay=h.weight_decay, warmup_epochs=h.warmup_epochs,
+                               exempt_from_decay=NO_DECAY)
 
 
+@register("rgt")
 class RGT(ViTBaseline):
     """Image ViT + BYOA + radiomics Transformer + cross-attention fusion; see the module docstring."""
 
-    method_name = "rgt"
+    data_needs = ("box_prior",)  # the data contract's door this method reads
+
 
     def __init__(self, lam: float = 0.7, tau: float = 0.1, top: float = 0.1, rad_depth: int = 2,
                  radiomics_chunk: int = 128, **kwargs):
@@ -125,8 +130,10 @@ class RGT(ViTBaseline):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if float(self.prior_size.sum()) == 0:  # not restored from a checkpoint: take it from the box file
-            dm = self.trainer.datamodule
-            prior = ClassBoxPrior.from_index(dm.prepare_index())
+            if self.data is None or self.data.box_prior is None:
+                raise ValueError(f"RGT needs the class box prior of a DataModule with a box file (NIH's "
+                                 f"BBox_List_2017.csv); {self.data.datamodule if self.data else 'no DataModule'} has none")
+            prior = ClassBoxPrior.from_prior(self.data.box_prior())
             if prior.classes != self.class_names:
                 raise ValueError(f"box prior classes {prior.classes} differ from the model's {self.class_names}")
             self.prior_center.copy_(prior.center)

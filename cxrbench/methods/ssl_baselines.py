@@ -10,8 +10,8 @@ on the coarse normal/abnormal labels of NIH ChestX-ray14 (``label_set: abnormal`
 Deviations, with reasons:
 - Random crops of the whole image (the papers' plain variants). The "-crop" variants that Tables 8–9
   report are these same classes on the five fixed crops of the 448 image (``data_modules.NIHCrops``
-  without heatmaps; configs ``benchmarks/configs/*_crop_nih.yaml``, rows ``simclr-crop`` etc. in
-  ``benchmarks/camcontrast_table8.yaml`` / ``camcontrast_table9.yaml``).
+  without heatmaps; configs ``benchmarks/camcontrast/configs/*_crop_nih.yaml``, rows ``simclr-crop`` etc. in
+  ``benchmarks/camcontrast/paper.yaml``).
 - Augmentations: ``contrastive`` preset (random resized crop 0.8–1, flip, rotation 30°, brightness
   and contrast jitter 0.4); the papers' random grayscale has no meaning on 1-channel radiographs.
 - SupCE on a binary label uses one logit and BCE (the paper's CE over two classes is the same model
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..losses import masked_bce, nt_xent, supcon
+from .registry import register
 from .pretraining import PretrainingMethod
 
 
@@ -33,10 +34,10 @@ def projection_head(dim: int, hidden: int | None = None, out: int = 128) -> nn.S
     return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out))
 
 
+@register("supce")
 class SupCE(PretrainingMethod):
     """Supervised pretraining with cross-entropy on the DataModule's labels; the encoder is the product."""
 
-    method_name = "supce"
     uses_labels = True
 
     def __init__(self, **kwargs):
@@ -54,10 +55,9 @@ class SupCE(PretrainingMethod):
         return loss, {"ce": loss.detach(), "_features": feats}
 
 
+@register("simclr")
 class SimCLR(PretrainingMethod):
     """SimCLR: two augmented views of each image, NT-Xent over the 2B views (no labels)."""
-
-    method_name = "simclr"
 
     def __init__(self, tau: float = 0.05, proj_dim: int = 128, views: int = 2, **kwargs):
         super().__init__(views=views, **kwargs)
@@ -75,6 +75,7 @@ class SimCLR(PretrainingMethod):
         return loss, {"nt_xent": loss.detach(), "_features": feats[:b]}
 
 
+@register("supcon")
 class SupCon(PretrainingMethod):
     """Supervised contrastive pretraining: views of images with the same label are positives.
 
@@ -82,7 +83,6 @@ class SupCon(PretrainingMethod):
     its own class, so only its other view is a positive.
     """
 
-    method_name = "supcon"
     uses_labels = True
 
     def __init__(self, tau: float = 0.05, proj_dim: int = 128, views: int = 2, **kwargs):

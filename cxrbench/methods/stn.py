@@ -27,7 +27,7 @@ Follows:
 - §IV-B / Fig. 4: what the ST module samples is shown, not only scored: every test run keeps the
   (s_x, s_y, t_x, t_y) of each test image (``affine/*`` metrics), and a W&B run receives a gallery of
   inputs beside their transformed images and the histograms of the four parameters;
-  ``benchmarks/stn_crop.py`` writes both to ``results/`` and measures the share of the twin's
+  ``benchmarks/stn/stn_crop.py`` writes both to ``results/`` and measures the share of the twin's
   burned-in text markers inside the field of view the STN samples, against the identity transform.
 
 Deviations (each is a choice the paper leaves open or a thing that cannot be had here):
@@ -81,39 +81,29 @@ Deviations (each is a choice the paper leaves open or a thing that cannot be had
 
 from __future__ import annotations
 
-import io
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.ops import generalized_box_iou_loss
 
 from ..artifacts import ArtifactError, read_artifact, save_artifact
 from ..metrics import SampleStore
-from ..models.stn import (THETA_INIT, LocalisationNet, ThoraxBoxNet, VGG16, affine_sample, mask_boxes,
+from ..models.stn import (IDENTITY, PARAM_NAMES, THETA_INIT, LocalisationNet, ThoraxBoxNet, VGG16, affine_sample, mask_boxes,
                           paired_iou, sampled_window, square_crop_params, theta_matrix)
+from ..optim import OptimizerRecipe
+from ..plots import figure_array, gallery_figure, params_figure
+from .registry import register
 from .base import Method
 from .classification import ClassificationMethod
 
-PARAM_NAMES = ("s_x", "s_y", "t_x", "t_y")
-IDENTITY = (1.0, 1.0, 0.0, 0.0)
 
 
-def _datamodule_sizes(dm) -> dict[str, int] | None:
-    """The train and eval input sides a CXRDataModule will give (None for another kind of DataModule)."""
-    if dm is None or not hasattr(dm, "preset"):
-        return None
-    from data_modules.transforms import DEFAULT_SIZE
-
-    train = int(dm.image_size or DEFAULT_SIZE.get(dm.preset, 224))
-    return {"image_size": train, "eval_size": int(dm.eval_size or train)}
-
-
-def _check_sizes(method, dm) -> None:
-    sizes = _datamodule_sizes(dm)
-    if sizes is None:
+def _check_sizes(method, data) -> None:
+    """Refuse a DataModule whose train or eval input side is not the one the network was built for."""
+    if data is None:
         return
+    sizes = {"image_size": data.image_size, "eval_size": data.eval_size}
     bad = {k: v for k, v in sizes.items() if v != method.image_size}
     if bad:
         raise ValueError(
@@ -153,14 +143,13 @@ class _AbnormalVGG(ClassificationMethod):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.warp(images)[0])
 
-    def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+    def optimizer_recipe(self) -> OptimizerRecipe:
+        return OptimizerRecipe("adam", self.lr, weight_decay=self.weight_decay, schedule="constant")
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if self.fixed_size:
-            _check_sizes(self, getattr(self.trainer, "datamodule", None))
+            _check_sizes(self, self.data)
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch, batch_idx):
@@ -233,13 +222,12 @@ class _AbnormalVGG(ClassificationMethod):
         return out
 
     def _log_pictures(self) -> None:
-        trainer = getattr(self, "_trainer", None)
-        if trainer is None or not trainer.is_global_zero or not self.gallery:
+        if not self.gallery:
             return
         from lightning.pytorch.loggers import WandbLogger
 
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        if not loggers:
+        loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]  # [] outside a trainer
+        if not loggers or not self.trainer.is_global_zero:
             return
         g = self.gallery
         pictures = {f"{self.method_name}/gallery": figure_array(gallery_figure(g["input"], g["output"], g["params"])),
@@ -249,13 +237,14 @@ class _AbnormalVGG(ClassificationMethod):
                 lg.log_image(key=key, images=[img])
 
 
+@register("vgg16")
 class VGG16Baseline(_AbnormalVGG):
     """STN §III-B1: VGG16 (torchvision, from scratch, 1 channel in, 1 logit out) on the whole image."""
 
-    method_name = "vgg16"
     fixed_size = False  # adaptive pooling: any input side works
 
 
+@register("stn")
 class STN(_AbnormalVGG):
     """STN §III-B3: localisation net → (s_x, s_y, t_x, t_y) → affine_grid + grid_sample → VGG16.
 
@@ -263,8 +252,6 @@ class STN(_AbnormalVGG):
     (the paper: (1, 0.1, 0, 0), the full width and the central 10% band of rows, stretched).
     ``loc_lr_scale``: the localisation net trains at ``lr · loc_lr_scale`` (the paper: one lr, 1.0).
     """
-
-    method_name = "stn"
 
     def __init__(self, image_size: int = 512, theta_init: tuple[float, float, float, float] = THETA_INIT,
                  loc_lr_scale: float = 1.0, **kwargs):
@@ -274,19 +261,19 @@ class STN(_AbnormalVGG):
         self.loc_lr_scale = float(loc_lr_scale)
         self.localisation = LocalisationNet(self.image_size, in_chans=1, theta_init=theta_init)
 
-    def configure_optimizers(self):
+    def optimizer_groups(self) -> list[dict]:
         """Adam over both parts; the localisation net's lr is ``lr · loc_lr_scale`` (1 = the paper's single lr)."""
         loc = list(self.localisation.parameters())
         ids = {id(p) for p in loc}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        return torch.optim.Adam([{"params": rest}, {"params": loc, "lr": self.lr * self.loc_lr_scale}],
-                                lr=self.lr, weight_decay=self.weight_decay)
+        return [{"params": rest}, {"params": loc, "lr": self.lr * self.loc_lr_scale}]
 
     def warp(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         params = self.localisation(images)
         return affine_sample(images, theta_matrix(params)), params
 
 
+@register("thorax-crop")
 class ThoraxCrop(_AbnormalVGG):
     """STN §III-B2: a frozen thorax-box regressor (the ``thorax_boxes`` artifact of a ``thorax-box``
     run) → a square of the box's longer side centred on it, resized back to the input → VGG16.
@@ -294,8 +281,6 @@ class ThoraxCrop(_AbnormalVGG):
     ``boxes``: path of the artifact (in a sweep: ``${needs.boxes}``). ``min_confidence``: boxes whose
     confidence (the regressor's predicted IoU) is below it leave the image whole.
     """
-
-    method_name = "thorax-crop"
 
     def __init__(self, boxes: str, image_size: int = 512, min_confidence: float = 0.9, **kwargs):
         super().__init__(image_size=image_size, **kwargs)
@@ -343,6 +328,7 @@ class ThoraxCrop(_AbnormalVGG):
         return out
 
 
+@register("thorax-box")
 class ThoraxBoxRegressor(Method):
     """The thorax detector of the thorax-crop baseline: one box around both lungs, from the lung masks.
 
@@ -353,10 +339,11 @@ class ThoraxBoxRegressor(Method):
     share of boxes at or above 0.9 confidence.
     """
 
+    data_needs = ("train_batches",)  # the data contract's door this method reads
+
     #: what ``cxrbench fit`` exports after training (``callbacks.ExportArtifacts``), as a sweep cell's ``produces``
     artifacts: tuple[str, ...] = ("thorax_boxes",)
 
-    method_name = "thorax-box"
     family = "localization"
     TASKS = ("segmentation",)
     monitor = ("val/iou", "max")
@@ -376,10 +363,10 @@ class ThoraxBoxRegressor(Method):
         return self.net(images)
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        _check_sizes(self, dm)
-        if stage == "fit" and dm is not None and self.anchor_from_train:
-            boxes = [mask_boxes(b["mask"])[0] for b in dm.dataloader("train", shuffle=False)]
+        _check_sizes(self, self.data)
+        if stage == "fit" and self.data is not None and self.anchor_from_train:
+            # the data contract's door: the training split once, in row order, with its transforms
+            boxes = [mask_boxes(b["mask"])[0] for b in self.data.train_batches()]
             if boxes:  # a checkpoint being resumed overwrites this start afterwards
                 self.net.set_anchor(torch.cat(boxes).mean(0))
 
@@ -432,88 +419,15 @@ class ThoraxBoxRegressor(Method):
         for k, v in self.test_metrics.items():
             self.log(f"test/{k}", v)
 
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    def optimizer_recipe(self) -> OptimizerRecipe:
+        return OptimizerRecipe("adamw", self.lr, weight_decay=self.weight_decay, schedule="constant")
 
-    def export_artifact(self, kind, path, datamodule=None, producer=None):
+    def export_artifact(self, kind, path, producer=None):
         if kind != "thorax_boxes":
-            return super().export_artifact(kind, path, datamodule, producer)
+            return super().export_artifact(kind, path, producer)
         state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
         payload = {"net": dict(self.net.spec), "state_dict": state, "image_size": self.image_size,
                    "box_format": "xyxy image fractions", "confidence": "predicted IoU of the box (sigmoid)"}
-        if datamodule is not None:
-            payload["trained_on"] = {"dataset": getattr(datamodule, "name", "?"), "root": str(getattr(datamodule, "root", "")),
-                                     "sites": list(getattr(datamodule, "train_sites", []))}
+        if self.data is not None:
+            payload["trained_on"] = {"dataset": self.data.dataset, "root": str(self.data.root), "sites": list(self.data.sites)}
         return save_artifact(path, "thorax_boxes", payload, producer)
-
-
-# ------------------------------------------------------------------------------------ pictures
-def gallery_figure(inputs: torch.Tensor, outputs: torch.Tensor, params: torch.Tensor, markers: torch.Tensor | None = None,
-                   title: str = "input (red: the window sampled) | transformed", per_row: int = 4):
-    """Pairs of (input with the sampled window drawn in red, transformed image) — the paper's Fig. 4.
-    ``markers`` [N, 1, H, W] (optional): marker ink shown in yellow on the input."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    n = len(inputs)
-    pairs = min(n, per_row)
-    rows = math.ceil(n / pairs)
-    fig, axes = plt.subplots(rows, 2 * pairs, figsize=(2.2 * 2 * pairs, 2.4 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    windows = sampled_window(params.float())
-    h, w = inputs.shape[-2:]
-    for i in range(n):
-        ax, ax_out = axes[i // pairs, 2 * (i % pairs)], axes[i // pairs, 2 * (i % pairs) + 1]
-        ax.imshow(inputs[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-        if markers is not None:
-            ink = markers[i, 0].numpy()
-            ax.imshow(np.dstack([np.ones_like(ink), np.ones_like(ink), np.zeros_like(ink), (ink > 0) * 0.8]))
-        x0, y0, x1, y1 = windows[i].tolist()
-        ax.add_patch(Rectangle((x0 * w - 0.5, y0 * h - 0.5), (x1 - x0) * w, (y1 - y0) * h, fill=False, color="red", lw=1.5))
-        ax.set_xlim(-0.5, w - 0.5)
-        ax.set_ylim(h - 0.5, -0.5)
-        ax.set_title("s=({:.2f},{:.2f}) t=({:.2f},{:.2f})".format(*params[i].tolist()), fontsize=7)
-        ax_out.imshow(outputs[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-        ax_out.set_title("transformed", fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
-    return fig
-
-
-def params_figure(params: torch.Tensor, label: str = "stn"):
-    """Histograms of s_x, s_y, t_x, t_y over the test images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(12, 2.8))
-    p = params.float().numpy()
-    for i, (ax, name) in enumerate(zip(axes, PARAM_NAMES)):
-        lo = min(p[:, i].min(), IDENTITY[i], THETA_INIT[i])
-        hi = max(p[:, i].max(), IDENTITY[i], THETA_INIT[i])
-        pad = 0.05 * (hi - lo) + 1e-3
-        ax.hist(p[:, i], bins=np.linspace(lo - pad, hi + pad, 41), color="tab:blue")
-        ax.axvline(IDENTITY[i], color="grey", ls="--", lw=1, label="identity")
-        ax.axvline(THETA_INIT[i], color="tab:red", ls=":", lw=1, label="init")
-        ax.set_title(f"{name}: {p[:, i].mean():.3f} ± {p[:, i].std():.3f}", fontsize=9)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{label}: affine parameters over {len(p)} test images", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
-    return fig
-
-
-def figure_array(fig) -> np.ndarray:
-    """A matplotlib figure as an RGB uint8 array (closed afterwards)."""
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    buf.seek(0)
-    return np.asarray(Image.open(buf).convert("RGB"))

@@ -11,7 +11,7 @@ Where the paper is silent (our choices, as scipy's defaults the public code reli
 maximum filter, dilations with the 4-connected cross, 4-connected components, unweighted centres of
 mass; with several qualifying components, the one with the most pixels gives the box (radiomics needs
 one box per image and class). The mean box sizes and positions come from the training split's box
-file (``ClassBoxPrior.from_index``), never from constants.
+file (``data_modules.base.class_box_prior``, handed over by the data contract), never from constants.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ import math
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ..components import label_regions, regions
 
@@ -37,32 +35,16 @@ class ClassBoxPrior:
     size: torch.Tensor  # [K, 2] (w, h) in [0, 1]
 
     @classmethod
+    def from_prior(cls, prior) -> "ClassBoxPrior":
+        """From the data layer's ``BoxPrior`` (``data_modules.contract``: the box file's mean boxes)."""
+        return cls(list(prior.classes), torch.tensor(prior.center), torch.tensor(prior.size))
+
+    @classmethod
     def from_index(cls, index, rows=None) -> "ClassBoxPrior":
-        """From a DatasetIndex's boxes (pixels of each image file), over ``rows`` (default: all)."""
-        if index.boxes is None or len(index.boxes) == 0:
-            raise ValueError(f"{index.name}: BYOA needs box statistics, but this index has no boxes "
-                             "(NIH needs BBox_List_2017.csv)")
-        boxes = index.boxes if rows is None else index.boxes[index.boxes["row"].isin(set(np.asarray(rows).tolist()))]
-        sizes = {}
-        for r in boxes["row"].unique():
-            with Image.open(index.meta["path"].iloc[int(r)]) as im:
-                sizes[int(r)] = im.size  # (w, h): box pixels are relative to the file's size
-        wh = np.array([sizes[int(r)] for r in boxes["row"]], np.float64)
-        x0, y0 = boxes["x0"].to_numpy() / wh[:, 0], boxes["y0"].to_numpy() / wh[:, 1]
-        x1, y1 = boxes["x1"].to_numpy() / wh[:, 0], boxes["y1"].to_numpy() / wh[:, 1]
-        center, size = [], []
-        missing = []
-        for c in index.classes:
-            sel = boxes["label"].to_numpy() == c
-            if not sel.any():
-                missing.append(c)
-                continue
-            center.append([((x0 + x1) / 2)[sel].mean(), ((y0 + y1) / 2)[sel].mean()])
-            size.append([(x1 - x0)[sel].mean(), (y1 - y0)[sel].mean()])
-        if missing:
-            raise ValueError(f"{index.name}: no box in the training data for class(es) {missing}; BYOA needs a "
-                             "mean box per class (use a label set whose classes all have boxes, e.g. nih8)")
-        return cls(list(index.classes), torch.tensor(center), torch.tensor(size))
+        """From a DatasetIndex's boxes, over ``rows`` (default: all); the data layer reads the files."""
+        from data_modules.base import class_box_prior
+
+        return cls.from_prior(class_box_prior(index, rows))
 
 
 def _quantile(x: torch.Tensor, q: float) -> torch.Tensor:

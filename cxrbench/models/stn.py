@@ -74,6 +74,9 @@ class VGG16(nn.Module):
 LOC_BLOCKS = ((16, 7), (32, 5), (64, 5), (128, 5))
 #: (s_x, s_y, t_x, t_y) of the first forward: the full width, the central 10% band of rows (STN §III-B3).
 THETA_INIT = (1.0, 0.1, 0.0, 0.0)
+#: the affine's parameters, in the order every [B, 4] params tensor holds them, and the identity
+PARAM_NAMES = ("s_x", "s_y", "t_x", "t_y")
+IDENTITY = (1.0, 1.0, 0.0, 0.0)
 
 
 def _grid_side(image_size: int) -> int | None:

@@ -104,6 +104,11 @@ def build_unetr(encoder: Encoder, out_channels: int = 1, feature_size: int = 16,
         if isinstance(m, nn.LayerNorm):
             m.eps = 1e-6  # timm's; MONAI's default 1e-5
     load_vit_weights(net, vit.state_dict())
+    # MONAI builds a cross-attention norm in every block that UNETR never calls: frozen, DDP does not wait
+    # for their gradients (without it, a multi-GPU UNETR stops at its second step), the state dict keeps them
+    for name, module in net.vit.named_modules():
+        if name.split(".")[-1] in UNUSED:
+            module.requires_grad_(False)
     return net
 
 

@@ -110,11 +110,42 @@ def run_cell(run_dir: str | Path, devices: int | None = None, nodes: int = 1) ->
         return _run_cell(run_dir, devices, nodes)
 
 
-def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
+def cell_trainer(cli, callbacks: list, run_dir: Path, meta: dict, config: dict, keep, resumes: list) -> dict:
+    """The cell's Trainer arguments, given to LightningCLI when it builds the Trainer: its loggers
+    (``metrics.csv`` kept up to ``keep`` on a resume, W&B), the runner's callbacks, the checkpoint policy
+    (without a configured ModelCheckpoint, one watching the method family's own monitor; every one saving
+    into ``checkpoints/`` with a ``last``) and the result writer of a cell with a task."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from ..callbacks import RecipeStamp, WandbTestMedia, WriteResult
     from ..recipe import fingerprint
+
+    callbacks = [c for c in callbacks if not isinstance(c, RecipeStamp)]  # the fit subcommand's; one per trainer
+    callbacks += [FlushOnCheckpoint(), RNGState(), LearningRateMonitor(logging_interval="epoch"),
+                  WandbTestMedia(), RecipeStamp(fingerprint(cli.recipe))]
+    if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        # Lightning's default ModelCheckpoint watches nothing: watch the family's own quantity
+        monitor, mode = cli.model.monitor
+        callbacks.append(ModelCheckpoint(monitor=monitor, mode=mode, save_last=True))
+    for c in callbacks:
+        if isinstance(c, ModelCheckpoint):
+            c.dirpath = str(run_dir / "checkpoints")
+            c.save_last = True
+    if meta.get("task"):
+        writers = [c for c in callbacks if isinstance(c, WriteResult)]
+        if not writers:
+            writers = [WriteResult(task=meta["task"])]
+            callbacks.append(writers[0])
+        for w in writers:
+            w.task, w.method, w.out_dir, w.run_id, w.scale = meta["task"], meta["method"], str(run_dir), meta["run_id"], meta["scale"]
+            w.seed, w.fold, w.recipe = meta["seed"], meta.get("fold"), cli.recipe
+            w.extra = {"resumed": resumes} if resumes else {}
+    return {"callbacks": callbacks, "logger": make_loggers(run_dir, meta, resume_epoch=keep, config=config)}
+
+
+def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     from ..lightning_cli import build_cli
 
     result = run_dir / RESULT_FILE
@@ -134,38 +165,18 @@ def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
     if (devices or 1) * nodes > 1:
         args += ["--trainer.strategy", "ddp"]
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    cli = build_cli(args, run=False)
-    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-    # metrics.csv keeps: every row once fit is done (only the test is left), the checkpoint's epochs on a
-    # resume, nothing on a fresh start (the epochs will be trained again)
-    keep = float("inf") if done.exists() else (resume[1]["epoch"] if resume else None)
-    trainer.loggers = make_loggers(run_dir, meta, resume_epoch=keep, config=config)
-    trainer.callbacks += [FlushOnCheckpoint(), RNGState(), LearningRateMonitor(logging_interval="epoch"),
-                          WandbTestMedia(), RecipeStamp(fingerprint(cli.recipe))]
-    configured = any("ModelCheckpoint" in str(c.get("class_path", "")) if isinstance(c, dict) else False
-                     for c in (config.get("trainer") or {}).get("callbacks") or [])
-    if not configured:  # Lightning's default ModelCheckpoint watches nothing: watch the family's own quantity
-        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
-        monitor, mode = model.monitor
-        trainer.callbacks.append(ModelCheckpoint(monitor=monitor, mode=mode, save_last=True))
-    ckpts = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
-    for c in ckpts:
-        c.dirpath = str(run_dir / "checkpoints")
-        c.save_last = True
     resumes = json.loads((run_dir / "resumes.json").read_text()) if (run_dir / "resumes.json").exists() else []
     if resume is not None:
         resumes.append({"checkpoint": resume[0].name, "epoch": int(resume[1]["epoch"]),
                         "global_step": int(resume[1]["global_step"]), "at": time.strftime("%Y-%m-%d %H:%M:%S")})
         atomic_write_text(run_dir / "resumes.json", json.dumps(resumes, indent=1))
-    if meta.get("task"):
-        writers = [c for c in trainer.callbacks if isinstance(c, WriteResult)]
-        if not writers:
-            writers = [WriteResult(task=meta["task"])]
-            trainer.callbacks.append(writers[0])
-        for w in writers:
-            w.task, w.method, w.out_dir, w.run_id, w.scale = meta["task"], meta["method"], str(run_dir), meta["run_id"], meta["scale"]
-            w.seed, w.fold, w.recipe = meta["seed"], meta.get("fold"), cli.recipe
-            w.extra = {"resumed": resumes} if resumes else {}
+    # metrics.csv keeps: every row once fit is done (only the test is left), the checkpoint's epochs on a
+    # resume, nothing on a fresh start (the epochs will be trained again)
+    keep = float("inf") if done.exists() else (resume[1]["epoch"] if resume else None)
+    setup = lambda cli, callbacks: cell_trainer(cli, callbacks, run_dir, meta, config, keep, resumes)  # noqa: E731
+    cli = build_cli(args, run=False, trainer_setup=setup)
+    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    ckpts = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
 
     kept = run_dir / "model.ckpt"
     if not done.exists():
@@ -179,10 +190,12 @@ def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
         model.load_state_dict(torch.load(kept, map_location="cpu", weights_only=True)["state_dict"])
         producer = {k: meta.get(k) for k in ("run_id", "name", "method", "seed", "fraction", "fold", "scale")}
         producer["dataset_root"] = str(dm.root)
+        if model.data is None:  # fit was done by an earlier process: the DataModule hands the contract here
+            model.bind_data(dm.contract())
         for kind in produces:
             path = artifact_path(run_dir, kind)
             if not path.exists():
-                model.export_artifact(kind, path, dm, producer)
+                model.export_artifact(kind, path, producer)
     if trainer.is_global_zero and not done.exists():
         atomic_write_text(done, json.dumps({"kept": str(kept)}, indent=1))
     if meta.get("task"):

@@ -73,9 +73,9 @@ def measure(config: dict, steps: int = 3) -> dict:
                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=None,
                    default_root_dir=scratch)
     try:
-        cli = build_cli(["--config", yaml.safe_dump(cfg)], run=False)
         timer = StepTimer()
-        cli.trainer.callbacks.append(timer)
+        cli = build_cli(["--config", yaml.safe_dump(cfg)], run=False,
+                        trainer_setup=lambda cli, callbacks: {"callbacks": [*callbacks, timer]})
         cli.trainer.fit(cli.model, cli.datamodule)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
