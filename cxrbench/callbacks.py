@@ -139,7 +139,7 @@ def run_ci(table, n_boot: int = N_BOOT) -> dict:
 
 class WritePredictions(BasePredictionWriter):
     """``cxrbench predict``: every image's outputs, written once at the end into ``out_dir`` (default:
-    the run's log folder): ``predictions.csv`` (index, image, patient, ``prob/<class>`` or
+    the run's log folder; on N processes, rank 0 writes every process's share, each image once): ``predictions.csv`` (index, image, patient, ``prob/<class>`` or
     ``embedding/<k>``) and, for maps, ``<name>.npy`` (float16, [N, …], rows in ``index.npy`` order)."""
 
     def __init__(self, out_dir: str | None = None):
@@ -150,12 +150,25 @@ class WritePredictions(BasePredictionWriter):
         import numpy as np
         import torch
 
-        if not trainer.is_global_zero or not predictions:
-            return
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]} if batches else {}
+        if trainer.world_size > 1:  # every process predicted its share: rank 0 writes them all, once each
+            import torch.distributed as dist
+
+            from .metrics.store import _first_occurrence
+
+            shares = [None] * trainer.world_size
+            dist.all_gather_object(shares, merged)
+            shares = [sh for sh in shares if sh]
+            if not shares:
+                return
+            merged = {k: torch.cat([sh[k] for sh in shares]) for k in shares[0]}
+            index, first = _first_occurrence(merged["index"])  # DistributedSampler's padding repeats images
+            merged = {k: (index if k == "index" else v[first]) for k, v in merged.items()}
+        if not trainer.is_global_zero or not merged:
+            return
         out = Path(self.out_dir or trainer.log_dir or ".")
         out.mkdir(parents=True, exist_ok=True)
-        merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
         vectors = {k: v.numpy() for k, v in merged.items() if k != "index" and v.ndim <= 2}
         table = prediction_table({"predict": {"index": merged["index"].numpy(), **vectors}},
                                  pl_module.data.images, list(pl_module.class_names))

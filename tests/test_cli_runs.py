@@ -110,3 +110,40 @@ def test_pipeline_pretrain_then_probe_then_board_with_the_cli_alone(twin_factory
     board = _cli("leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "results"), cwd=tmp_path)
     assert board.returncode == 0, board.stderr
     assert "## nih14-linear" in (tmp_path / "results/leaderboard_auc.md").read_text()
+
+
+def test_two_process_predict_writes_every_test_image_once(twin_factory, tmp_path):
+    """``cxrbench predict`` on 2 CPU processes (DDP, gloo): rank 0 writes both processes' shares, the
+    sampler's padding dropped — every test image once, as one process writes them."""
+    root = twin_factory("nih", n=90, size=64)
+    config = ["--config", str(REPO / "tests/configs/toy_nih8.yaml"), "--data.init_args.root", str(root),
+              "--data.init_args.cache_dir", str(tmp_path / "cache"), "--trainer.max_epochs", "1",
+              "--trainer.enable_progress_bar", "false"]
+    env_cwd = dict(cwd=tmp_path)
+    fit = subprocess.run([sys.executable, "-m", "cxrbench.cli", "fit", *config], capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(REPO / "tests") + ":" + str(REPO)}, **env_cwd)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    (ckpt,) = list((tmp_path / "runs").rglob("last.ckpt"))
+    outs = {}
+    for devices in ("1", "2"):
+        out = tmp_path / f"pred{devices}"
+        args = ["predict", *config, "--ckpt_path", str(ckpt), "--trainer.devices", devices,
+                "--trainer.callbacks+=cxrbench.callbacks.WritePredictions", f"--trainer.callbacks.out_dir={out}"]
+        if devices == "2":
+            args += ["--trainer.strategy", "ddp"]
+        res = subprocess.run([sys.executable, "-m", "cxrbench.cli", *args], capture_output=True, text=True,
+                             env={**__import__("os").environ, "PYTHONPATH": str(REPO / "tests") + ":" + str(REPO)},
+                             **env_cwd)
+        assert res.returncode == 0, res.stderr[-3000:]
+        outs[devices] = pd.read_csv(out / "predictions.csv")
+    from data_modules import NIH
+
+    dm = NIH(root, protocol="rgt", label_set="nih8", transforms="plain", image_size=32, cache_size=64,
+             cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    one, two = outs["1"], outs["2"]
+    assert len(one) == len(dm.splits["test"]) and sorted(two["index"]) == sorted(one["index"])
+    assert two["index"].is_unique
+    probs = [c for c in one.columns if c.startswith("prob/")]
+    merged = one.merge(two, on="index", suffixes=("", "_2"))
+    assert all(abs(merged[c] - merged[f"{c}_2"]).max() < 1e-6 for c in probs)

@@ -301,18 +301,26 @@ def test_class_weights_weight_the_training_loss_only():
     assert logged["train/loss"] > logged["val/loss"]
 
 
-def test_batch_size_is_the_global_batch_on_any_number_of_devices(twin_factory, tmp_path):
-    """On N devices each loader gets batch/N (the paper's global batch and lr) and BatchNorm is synced;
-    a global batch that does not divide is refused before anything is built."""
-    from cxrbench.lightning_cli import build_cli, world_size
+def test_batch_size_is_the_global_batch_on_any_number_of_devices(twin_factory, tmp_path, monkeypatch):
+    """On N devices each loader gets batch/N (the paper's global batch and lr) and BatchNorm is synced on
+    GPUs (SyncBatchNorm is GPU-only: CPU processes keep their own statistics, issue 27); a global batch
+    that does not divide is refused before anything is built."""
+    from cxrbench import lightning_cli
+    from cxrbench.lightning_cli import build_cli, on_gpu, world_size
 
     base = ["--config", str(REPO / "benchmarks/amm/configs/amm_cardiomegaly.yaml"),
             "--data.init_args.root", str(twin_factory("nih", n=90, size=64)), "--data.init_args.cache_dir", str(tmp_path),
             "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)]
     cli = build_cli([*base, "--trainer.devices", "2", "--trainer.strategy", "ddp"], run=False)
-    sync = cli.trainer.strategy._layer_sync
-    assert cli.datamodule.batch_size == 8 and sync is not None
-    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in sync.apply(cli.model).modules())
+    assert cli.datamodule.batch_size == 8 and getattr(cli.trainer.strategy, "_layer_sync", None) is None
+    assert not on_gpu("cpu") and on_gpu("gpu") == torch.cuda.is_available()
+    monkeypatch.setattr(lightning_cli, "on_gpu", lambda accelerator: True)  # what a GPU node's config gets
+    from jsonargparse import Namespace
+
+    cfg = Namespace(trainer=Namespace(devices=2, accelerator="cpu"), data=Namespace(init_args=Namespace(batch_size=16)))
+    parsed = type("Parsed", (), {"config": cfg, "subcommand": None})()
+    lightning_cli.CXRBenchCLI.before_instantiate_classes(parsed)
+    assert cfg.trainer.sync_batchnorm is True and cfg.data.init_args.batch_size == 8
     one = build_cli([*base, "--trainer.devices", "1"], run=False)
     assert one.datamodule.batch_size == 16 and getattr(one.trainer.strategy, "_layer_sync", None) is None
     with pytest.raises(SystemExit, match="batch_size 16 is the global batch .* 3 devices"):

@@ -167,7 +167,8 @@ class ClassificationMethod(Method):
         if k <= 0:
             return
         new = {"image": batch["image"][:k], "map": maps[:k], "prob": self.probabilities(self(batch["image"][:k])),
-               "index": torch.as_tensor(batch["index"][:k]), "label": batch["label"][:k]}
+               "index": torch.as_tensor(batch["index"][:k]),
+               "label": batch["label"][:k] if "label" in batch else torch.full((k, self.num_classes), float("nan"))}
         for key, v in new.items():
             v = v.detach().float().cpu() if key != "index" else v.cpu()
             self.loc_examples[key] = torch.cat([self.loc_examples[key], v]) if key in self.loc_examples else v
