@@ -139,3 +139,24 @@ def test_an_override_typo_is_refused_by_dry_run_before_anything_runs(twin_factor
         res = _bench(spec_path, tmp_path, *extra)
         assert res.returncode == 2 and "Option 'lrr' is not accepted" in res.stderr and "typo-s0" in res.stderr
         assert "Traceback" not in res.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_cells_csv_logger_on_a_process_other_than_rank_0_does_not_crash(tmp_path, monkeypatch):
+    """Resuming under DDP: every process builds the cell's loggers, and Lightning gives processes other
+    than rank 0 a DummyExperiment; the kept rows of metrics.csv are rank 0's to write (issue 27)."""
+    from lightning.pytorch.utilities import rank_zero
+
+    from cxrbench.runner.resume import ResumableCSVLogger
+
+    (tmp_path / "metrics.csv").write_text("epoch,step,train/loss\n0,4,0.5\n1,9,0.4\n")
+    monkeypatch.setattr(rank_zero.rank_zero_only, "rank", 1)
+    other = ResumableCSVLogger(str(tmp_path), keep_until_epoch=0, name="", version="")
+    other.experiment  # noqa: B018 — Lightning reads it on every process; the kept rows raised a TypeError here
+    other.log_metrics({"train/loss": 0.3}, step=14)  # a no-op on rank 1
+    other.save()
+    monkeypatch.setattr(rank_zero.rank_zero_only, "rank", 0)
+    rank0 = ResumableCSVLogger(str(tmp_path), keep_until_epoch=0, name="", version="")
+    rank0.log_metrics({"epoch": 1, "train/loss": 0.3}, step=14)
+    rank0.save()
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[1].startswith("0,4") and len(rows) == 3  # the kept epoch 0, then the new row

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from data_modules.io import atomic_write_text
 
@@ -169,7 +170,8 @@ def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
     if resume is not None:
         resumes.append({"checkpoint": resume[0].name, "epoch": int(resume[1]["epoch"]),
                         "global_step": int(resume[1]["global_step"]), "at": time.strftime("%Y-%m-%d %H:%M:%S")})
-        atomic_write_text(run_dir / "resumes.json", json.dumps(resumes, indent=1))
+        if rank_zero_only.rank == 0:  # every DDP process runs this function; one of them records the resume
+            atomic_write_text(run_dir / "resumes.json", json.dumps(resumes, indent=1))
     # metrics.csv keeps: every row once fit is done (only the test is left), the checkpoint's epochs on a
     # resume, nothing on a fresh start (the epochs will be trained again)
     keep = float("inf") if done.exists() else (resume[1]["epoch"] if resume else None)

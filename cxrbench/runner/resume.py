@@ -110,6 +110,8 @@ class ResumableCSVLogger(CSVLogger):
     def experiment(self):
         created = self._experiment is None
         exp = super().experiment
+        if not isinstance(getattr(exp, "metrics", None), list):
+            return exp  # a process other than rank 0 gets Lightning's DummyExperiment: only rank 0 writes
         if created and self._kept:
             exp.metrics = self._kept + exp.metrics  # written with the first save, before any new row
             self._kept = []
