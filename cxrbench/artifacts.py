@@ -98,7 +98,13 @@ def check_artifact(path: str | Path, kind: str, consumer: str = "this cell") -> 
 
 # ---------------------------------------------------------------------------------------- encoders
 def save_encoder(path: str | Path, encoder, producer: dict | None = None) -> Path:
+    """The encoder artifact; refused when any weight is NaN or infinite (a diverged pretraining is never
+    handed to a probe, whose board row would then score noise)."""
     state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ArtifactError(f"{path}: {len(bad)} of {len(state)} encoder tensors hold NaN or inf (e.g. {bad[0]}): "
+                            "the pretraining diverged (check its learning rate and its val/loss); not exported")
     return save_artifact(path, "encoder", {"encoder": encoder.spec(), "state_dict": state}, producer)
 
 

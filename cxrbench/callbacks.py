@@ -49,6 +49,7 @@ class WriteResult(L.Callback):
         if data is None:
             raise RuntimeError(f"WriteResult: {type(pl_module).__name__} was tested without a cxrbench DataModule "
                                "(no data contract): the record could not say which data it scored")
+        check_finite(pl_module.test_predictions, type(pl_module).__name__)
         out = Path(self.out_dir or trainer.log_dir or ".")
         prov = data_provenance(data.root)
         if self.scale:
@@ -119,6 +120,26 @@ class RecipeStamp(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["cxrbench_recipe"] = {"fingerprint": self.fingerprint}
+
+
+class DivergedRun(RuntimeError):
+    pass
+
+
+def check_finite(predictions: dict, who: str) -> None:
+    """A run whose test outputs hold NaN or inf diverged: it raises here, before ``result.json`` exists,
+    so it never reaches a board (an AUC over NaN probabilities is a number, not a result)."""
+    import numpy as np
+
+    for split, arrays in (predictions or {}).items():
+        for name, values in arrays.items():
+            if name in ("index", "label", "threshold"):
+                continue
+            v = np.asarray(values, dtype=np.float64)
+            bad = int((~np.isfinite(v)).any(axis=tuple(range(1, v.ndim))).sum()) if v.ndim > 1 else int((~np.isfinite(v)).sum())
+            if bad and name in ("prob", "pred"):
+                raise DivergedRun(f"{who}: {bad} of {len(v)} {split} images have a NaN or infinite {name}: the run "
+                                  "diverged (check the learning rate and the loss curve); no result.json is written")
 
 
 def run_ci(table, n_boot: int = N_BOOT) -> dict:

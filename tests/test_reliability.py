@@ -160,3 +160,44 @@ def test_a_resumed_cells_csv_logger_on_a_process_other_than_rank_0_does_not_cras
     rank0.save()
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[1].startswith("0,4") and len(rows) == 3  # the kept epoch 0, then the new row
+
+
+def test_a_diverged_run_never_writes_a_result_or_an_encoder(twin_factory, tmp_path):
+    """NaN probabilities used to publish an AUC (issue 34: 854 of 854 NaN, auc/mean 0.449 on the board);
+    NaN encoder weights used to be exported to the probes. Both now stop, naming what diverged."""
+    import lightning as L
+    import pytest
+    import torch
+
+    from cxrbench.artifacts import ArtifactError, save_encoder
+    from cxrbench.callbacks import DivergedRun, WriteResult
+    from cxrbench.models.encoders import build_encoder
+    from data_modules import NIH
+    from toy_methods import ToyClassifier
+
+    class Diverged(ToyClassifier):
+        def forward(self, images):
+            return super().forward(images) * float("nan")
+
+    root = twin_factory("nih", n=90, size=64)
+    dm = NIH(root, protocol="rgt", label_set="nih8", transforms="plain", image_size=32, cache_size=64,
+             cache_dir=str(tmp_path / "c"), batch_size=16)
+    model = Diverged(num_classes=8, class_names=dm.classes, task="multilabel", threshold="fixed:0.5")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "ok").mkdir()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[WriteResult(task="nih8-cls", out_dir=str(tmp_path / "run"))])
+    with pytest.raises(DivergedRun, match=r"Diverged: \d+ of \d+ test images have a NaN or infinite prob"):
+        trainer.test(model, dm, verbose=False)
+    assert not (tmp_path / "run" / "result.json").exists()
+    healthy = ToyClassifier(num_classes=8, class_names=dm.classes, task="multilabel", threshold="fixed:0.5")
+    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+              callbacks=[WriteResult(task="nih8-cls", out_dir=str(tmp_path / "ok"))]).test(healthy, dm, verbose=False)
+    assert (tmp_path / "ok" / "result.json").exists()
+
+    encoder = build_encoder("unet", width=8)
+    with torch.no_grad():
+        next(encoder.parameters()).fill_(float("nan"))
+    with pytest.raises(ArtifactError, match="encoder tensors hold NaN or inf .* the pretraining diverged"):
+        save_encoder(tmp_path / "encoder.pt", encoder, {"run_id": "x"})
+    assert not (tmp_path / "encoder.pt").exists()

@@ -36,6 +36,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from data_modules.io import atomic_write_text
 
 from ..artifacts import ArtifactError, artifact_path
+from ..callbacks import DivergedRun
 from ..results import RESULT_FILE
 from ..wandb_names import WandbNameError, check_wandb_env
 from .resume import (BUSY_EXIT, CellBusy, CellLock, FlushOnCheckpoint, ResumableCSVLogger, RNGState,
@@ -220,7 +221,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         run_cell(args.run_dir, args.devices, args.nodes)
-    except (ArtifactError, WandbNameError) as err:
+    except (ArtifactError, WandbNameError, DivergedRun) as err:  # one line: what stopped the cell, and why
         print(f"cxrbench cell: error: {err}", file=sys.stderr)
         return 2
     except CellBusy as err:
