@@ -99,6 +99,12 @@ class CXRBenchCLI(LightningCLI):
             raise SystemExit(f"cxrbench: error: data.batch_size {batch} is the global batch and must divide evenly "
                              f"over the {world} devices (devices × num_nodes); choose a multiple of {world}")
         init["batch_size"] = batch // world
+        model = _model_class(config.get("model"))
+        if batch // world < 2 and getattr(model, "contrasts_batch", False):
+            raise SystemExit(f"cxrbench: error: data.batch_size {batch} is the global batch: over {world} devices it "
+                             f"leaves {batch // world} image per process, and {model.__name__} contrasts the images of "
+                             f"a batch (its projector's BatchNorm needs at least 2 per process); use a global batch of "
+                             f"at least {2 * world}")
         # SyncBatchNorm exists for GPU modules only: CPU processes (gloo, the tests' DDP) keep per-process
         # BatchNorm statistics, the one thing a CPU multi-process run computes differently from one process
         trainer["sync_batchnorm"] = on_gpu(trainer.get("accelerator"))
@@ -245,6 +251,16 @@ def check_checkpoint_fits(path: Path, model) -> None:
                          for n in [len(keys)] if keys)
         raise SystemExit(f"cxrbench: error: --ckpt_path {path} holds the weights of another model than this config's "
                          f"{type(model).__name__} ({what})")
+
+
+def _model_class(model):
+    """The class a parsed ``model`` config names (None when it cannot be imported here)."""
+    from jsonargparse.typing import import_object
+
+    try:
+        return import_object(getattr(model, "class_path", None) or "")
+    except (ImportError, AttributeError, ValueError):
+        return None
 
 
 def on_gpu(accelerator) -> bool:

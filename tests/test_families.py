@@ -326,3 +326,9 @@ def test_batch_size_is_the_global_batch_on_any_number_of_devices(twin_factory, t
     with pytest.raises(SystemExit, match="batch_size 16 is the global batch .* 3 devices"):
         build_cli([*base, "--trainer.devices", "3", "--trainer.strategy", "ddp"], run=False)
     assert world_size("auto", "cpu") == 1 and world_size([0, 1], "gpu", 2) == 4 and world_size("0,1,2", "gpu") == 3
+    # a contrastive method with one image per process: refused, naming the global batch and the devices
+    simclr = ["--config", str(REPO / "benchmarks/pretraining_baselines/configs/simclr_nih.yaml"), *base[2:]]
+    with pytest.raises(SystemExit, match=r"batch_size 2 is the global batch: over 2 devices it leaves 1 image per "
+                                         r"process, and SimCLR contrasts .* at least 4"):
+        build_cli([*simclr, "--data.init_args.batch_size", "2", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+                  run=False)

@@ -47,6 +47,8 @@ class Method(L.LightningModule):
     data_needs: tuple[str, ...] = ()
     #: splits beyond test/shift/loc this method scores in the test loop (e.g. ``("val",)``)
     wants_test_splits: tuple[str, ...] = ()
+    #: whether the loss contrasts the images of a batch (NT-Xent, SupCon): then each process needs >= 2
+    contrasts_batch: bool = False
 
     def __init__(self, num_classes: int = 1, class_names: list[str] | None = None, task: str = "binary"):
         super().__init__()

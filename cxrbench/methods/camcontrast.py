@@ -262,6 +262,8 @@ class CAMContrast(PretrainingMethod):
     'default': PyTorch's, the public code's); the rest as PretrainingMethod.
     """
 
+    contrasts_batch = True
+
     def __init__(self, tau: float = 0.05, proj_dim: int = 128, heatmap_channels: tuple[int, ...] = (32, 64, 128),
                  heatmap_init: str = "kaiming", **kwargs):
         super().__init__(views=1, **kwargs)

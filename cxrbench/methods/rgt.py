@@ -108,6 +108,8 @@ class ViTBaseline(ClassificationMethod):
 class RGT(ViTBaseline):
     """Image ViT + BYOA + radiomics Transformer + cross-attention fusion; see the module docstring."""
 
+    contrasts_batch = True
+
     data_needs = ("box_prior",)  # the data contract's door this method reads
 
 

@@ -59,6 +59,8 @@ class SupCE(PretrainingMethod):
 class SimCLR(PretrainingMethod):
     """SimCLR: two augmented views of each image, NT-Xent over the 2B views (no labels)."""
 
+    contrasts_batch = True
+
     def __init__(self, tau: float = 0.05, proj_dim: int = 128, views: int = 2, **kwargs):
         super().__init__(views=views, **kwargs)
         if tau <= 0:
@@ -82,6 +84,8 @@ class SupCon(PretrainingMethod):
     Needs one label per image (binary or multi-class); an image whose label is unknown (NaN) is
     its own class, so only its other view is a positive.
     """
+
+    contrasts_batch = True
 
     uses_labels = True
 
