@@ -3,12 +3,8 @@ and the gradients of one process with the whole batch: the negatives are the glo
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from cxrbench.losses import nt_xent, supcon
@@ -41,25 +37,20 @@ def _one_step(kind: str) -> dict:
     return {"loss": float(loss), "grads": [p.grad.flatten().tolist() for p in net.parameters()]}
 
 
-def _worker(rank: int, world: int, init_file: str, kind: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def _half_batch_each(rank: int, world: int, kind: str) -> dict:
     views, labels = _data()
     rows = torch.arange(N).chunk(world)[rank]  # half the global batch each, as the global-batch rule splits it
     ddp = nn.parallel.DistributedDataParallel(_projector())
     loss = _loss(kind, ddp, views[rows], labels[rows])
     loss.backward()  # DDP averages the gradients over the processes
-    if rank == 0:
-        with open(out, "w") as fh:
-            json.dump({"loss": float(loss), "grads": [p.grad.flatten().tolist() for p in ddp.module.parameters()]}, fh)
-    dist.barrier()
-    dist.destroy_process_group()
+    return {"loss": float(loss), "grads": [p.grad.flatten().tolist() for p in ddp.module.parameters()]}
 
 
 @pytest.mark.parametrize("kind", ["nt_xent", "supcon"])
 def test_two_processes_with_half_the_batch_each_equal_one_process_with_all_of_it(kind, tmp_path):
-    out = str(tmp_path / "ddp.json")
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), kind, out), nprocs=2, join=True)
-    ddp = json.loads(open(out).read())
+    from gloo import on_two_processes
+
+    ddp = on_two_processes(_half_batch_each, tmp_path, kind)
     one = _one_step(kind)
     assert ddp["loss"] == pytest.approx(one["loss"], rel=1e-6)
     for got, want in zip(ddp["grads"], one["grads"]):

@@ -3,20 +3,15 @@ MONAI's unused cross-attention norms are frozen, so DDP does not wait for their 
 
 from __future__ import annotations
 
-import json
-
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 UNETR_VIT = {"img_size": 64, "patch_size": 16, "embed_dim": 48, "depth": 12, "num_heads": 3}
 
 
-def _worker(rank: int, world: int, init_file: str, out: str) -> None:
+def _three_steps(rank: int, world: int) -> list[float]:
     from cxrbench.methods import UNETRSegmenter
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(0)
     seg = UNETRSegmenter(encoder="vit_small_patch16", encoder_kwargs=UNETR_VIT)
     ddp = nn.parallel.DistributedDataParallel(seg.net)
@@ -31,15 +26,11 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         loss.backward()
         opt.step()
         losses.append(float(loss))
-    if rank == 0:
-        with open(out, "w") as fh:
-            json.dump(losses, fh)
-    dist.barrier()
-    dist.destroy_process_group()
+    return losses
 
 
 def test_unetr_trains_three_steps_under_ddp(tmp_path):
-    out = str(tmp_path / "losses.json")
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
-    losses = json.loads(open(out).read())
+    from gloo import on_two_processes
+
+    losses = on_two_processes(_three_steps, tmp_path)
     assert len(losses) == 3 and all(l == l for l in losses)  # three finite steps
