@@ -20,7 +20,9 @@ class WriteResult(L.Callback):
     probabilities, or its per-image scores) with the record's patient-bootstrap CIs (``ci``).
 
     Args:
-        task: the benchmark task the run belongs to (e.g. 'nih-cardiomegaly').
+        task: the benchmark task the run belongs to (e.g. 'nih-cardiomegaly'); None (a config that names no
+            writer, which ``cxrbench test`` gives one): ``<dataset>-<family>`` (``default_task``), e.g.
+            'covidx-pretraining', a task no board shows.
         method: the leaderboard row's name (default: the module's registry name); a sweep sets its
             cell's method name, e.g. 'amm-densenet121', or 'simclr' for a probe of a SimCLR encoder.
         out_dir: folder of the record (default: the trainer's log_dir).
@@ -37,7 +39,7 @@ class WriteResult(L.Callback):
 
     recipe: dict | None = None
 
-    def __init__(self, task: str, method: str | None = None, out_dir: str | None = None, run_id: str | None = None,
+    def __init__(self, task: str | None = None, method: str | None = None, out_dir: str | None = None, run_id: str | None = None,
                  scale: str | None = None, seed: int | None = None, fold: int | None = None, extra: dict | None = None):
         self.task, self.method, self.out_dir, self.run_id, self.scale = task, method, out_dir, run_id, scale
         self.seed, self.fold, self.extra = seed, fold, dict(extra or {})
@@ -59,7 +61,8 @@ class WriteResult(L.Callback):
             "run_id": self.run_id or out.name,
             "method": self.method or pl_module.method_name,
             "module": type(pl_module).__name__,
-            "task": self.task,
+            "task": self.task or default_task(pl_module),
+            "family": pl_module.family,
             "seed": int(self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED", 0)),
             "fraction": float(data.fraction),
             "metrics": dict(pl_module.test_metrics),
@@ -79,6 +82,11 @@ class WriteResult(L.Callback):
             write_predictions(out, table)  # before the record: a finished record always has its predictions
             record["ci"] = run_ci(table)
         write_result(out, record)
+
+
+def default_task(pl_module) -> str:
+    """The task of a record whose config names none: its dataset and method family ('nih-pretraining')."""
+    return f"{pl_module.data.dataset}-{pl_module.family}"
 
 
 class ExportArtifacts(L.Callback):

@@ -112,9 +112,10 @@ class CXRBenchCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         """For ``fit``: checkpoints carry this recipe's fingerprint (``RecipeStamp``), and a method that
         produces artifacts (a pretraining's encoder, stage 1's heatmaps, the thorax-box regressor) exports
-        them after fit, as a sweep cell does. For ``predict``: every image's outputs are written. Then the
+        them after fit, as a sweep cell does. For ``predict``: every image's outputs are written; for ``test``:
+        a result record and the predictions, whatever the config (``WriteResult``). Then the
         caller's ``trainer_setup``. All of it handed to LightningCLI's own Trainer construction."""
-        from .callbacks import ExportArtifacts, RecipeStamp, WritePredictions
+        from .callbacks import ExportArtifacts, RecipeStamp, WritePredictions, WriteResult
         from .recipe import fingerprint
 
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -128,6 +129,8 @@ class CXRBenchCLI(LightningCLI):
                 callbacks.append(ExportArtifacts())
         if self.subcommand == "predict" and not have(WritePredictions):
             callbacks.append(WritePredictions())
+        if self.subcommand == "test" and not have(WriteResult):  # every family's test leaves its record
+            callbacks.append(WriteResult())
         extra = {"callbacks": callbacks}
         if self.trainer_setup is not None:
             extra.update(self.trainer_setup(self, callbacks))
@@ -138,6 +141,16 @@ class CXRBenchCLI(LightningCLI):
 
     def before_test(self) -> None:
         self._resolve_ckpt_path("test")
+        self.config_init["test"]["verbose"] = False  # Lightning's table has unnamed, repeated columns: after_test
+
+    def after_test(self) -> None:
+        """The test metrics, one named column per evaluation split (``results.test_table``)."""
+        from .results import test_table
+
+        if self.trainer.is_global_zero and self.model.data is not None:
+            data = self.model.data
+            sizes = {s: len(data.split_rows[s]) for s in data.test_splits if s in data.split_rows}
+            print(test_table(self.model.test_metrics, data.test_splits, sizes))
 
     def before_predict(self) -> None:
         self._resolve_ckpt_path("predict")

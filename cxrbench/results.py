@@ -123,3 +123,30 @@ def read_predictions(folder: str | Path):
 
     f = Path(folder) / PREDICTIONS_FILE
     return pd.read_csv(f, dtype={"patient_id": str, "image": str}) if f.is_file() else None
+
+
+def test_table(metrics: dict[str, float], splits: tuple[str, ...], sizes: dict[str, int] | None = None) -> str:
+    """The test metrics as a plain table with one column per evaluation split, named (test, loc, shift …),
+    printed by ``cxrbench test`` instead of Lightning's, which has one unnamed column per dataloader and
+    repeats every metric logged at the epoch's end in each of them. ``shift/auc/mean`` is the shift
+    column's ``auc/mean``; IoU-accuracy (``iou_acc@…``) is scored on the ``loc`` split."""
+    columns: dict[str, dict[str, float]] = {s: {} for s in splits or ("test",)}
+    for key, value in metrics.items():
+        head, _, rest = key.partition("/")
+        if head in columns and head != "test" and rest:
+            columns[head][rest] = value
+        elif key.startswith("iou_acc@") and "loc" in columns:
+            columns["loc"][key] = value
+        else:
+            columns.setdefault("test", {})[key] = value
+    columns = {s: v for s, v in columns.items() if v}
+    if not columns:
+        return "no test metrics"
+    sizes = sizes or {}
+    heads = [f"{s} (n={sizes[s]})" if s in sizes else s for s in columns]
+    rows = sorted({k for v in columns.values() for k in v})
+    cell = lambda v: "" if v is None else f"{v:.4f}" if isinstance(v, float) and not float(v).is_integer() else f"{v:g}"  # noqa: E731
+    table = [["metric", *heads]] + [[r, *(cell(columns[s].get(r)) for s in columns)] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])

@@ -41,6 +41,9 @@ def test_cli_fit_then_test_of_two_configs_in_one_folder_each_restores_its_own_ch
     for name in ("gap", "amm"):  # the newest checkpoint in the folder is GAP's: AMM must not take it
         test = _cli("test", *common[name], "--ckpt_path", "best", cwd=tmp_path)
         assert test.returncode == 0, test.stderr[-3000:]
+        # the printed table: one named column per evaluation split, not Lightning's repeated "DataLoader i"
+        header = next(line for line in test.stdout.splitlines() if line.startswith("metric "))
+        assert "test (n=" in header and "DataLoader" not in test.stdout, test.stdout[-2000:]
     records = {json.loads(p.read_text())["module"]: json.loads(p.read_text())
                for p in (tmp_path / "runs").rglob("result.json")}
     assert set(records) == {"AMM", "GAPBaseline"}
@@ -99,17 +102,56 @@ def test_pipeline_pretrain_then_probe_then_board_with_the_cli_alone(twin_factory
     assert fit.returncode == 0, fit.stderr[-3000:]
     (artifact,) = (tmp_path / "runs").rglob("artifacts/encoder.pt")
     assert "encoder artifact written to" in fit.stdout and artifact.parent.parent.parent.name == "simclr_nih"
+    # the pretraining's own test leaves a record too (a config without a WriteResult), never a board row
+    test = _cli("test", *pre, "--ckpt_path", "last", cwd=tmp_path)
+    assert test.returncode == 0, test.stderr[-3000:]
+    (own,) = [p for p in (tmp_path / "runs").rglob("result.json")]
+    pretraining = json.loads(own.read_text())
+    assert pretraining["task"] == "nih-pretraining" and pretraining["family"] == "pretraining"
+    assert "loss" not in pretraining["metrics"]  # a one-view test split gives no SimCLR pair: no test loss
+    header = next(line for line in test.stdout.splitlines() if line.startswith("metric "))
+    assert "test (n=" in header and "loc (n=" in header and "DataLoader" not in test.stdout, test.stdout[-2000:]
+    assert 0.0 <= pretraining["metrics"]["online_auc/mean"] <= 1.0 and pretraining["checkpoint"]["sha256"]
+    scored = pd.read_csv(own.parent / "predictions.csv")
+    assert len(scored) > 0 and (scored["feature_norm"] > 0).all() and "online_prob/Abnormal" in scored
     probe = ["--config", str(REPO / "benchmarks/pretraining_baselines/configs/linear_nih14.yaml"), "--config", str(tiny),
              "--data.init_args.root", str(root), "--model.init_args.encoder_artifact", str(artifact)]
     fit = _cli("fit", *probe, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     test = _cli("test", *probe, "--ckpt_path", "last", cwd=tmp_path)
     assert test.returncode == 0, test.stderr[-3000:]
-    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("result.json")]
+    (record,) = [r for r in (json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("result.json"))
+                 if r["family"] != "pretraining"]
     assert record["task"] == "nih14-linear" and record["recipe"]["config"]["model"]["init_args"]["encoder_artifact"] == "<artifact>"
     board = _cli("leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "results"), cwd=tmp_path)
     assert board.returncode == 0, board.stderr
     assert "## nih14-linear" in (tmp_path / "results/leaderboard_auc.md").read_text()
+    assert "pretraining" not in "".join(f.read_text() for f in (tmp_path / "results").glob("leaderboard_*.md"))
+
+
+def test_the_thorax_box_regressor_test_writes_its_record_and_per_image_boxes(twin_factory, tmp_path):
+    """A config that names no result writer (the STN paper's thorax detector): `cxrbench test` still
+    keeps the numbers it printed, and each test image's box IoU."""
+    root = twin_factory("lungs", n=40, size=96, seed=3)
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(
+        "trainer:\n  max_epochs: 1\n  limit_train_batches: 2\n  limit_val_batches: 1\n  accelerator: cpu\n"
+        "  enable_progress_bar: false\n"
+        "  logger: {class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: runs, name: box}}\n"
+        "model:\n  init_args: {image_size: 64}\n"
+        f"data:\n  init_args: {{image_size: 64, eval_size: 64, cache_size: 96, batch_size: 4, num_workers: 0, "
+        f"cache_dir: {tmp_path / 'c'}}}\n")
+    args = ["--config", str(REPO / "benchmarks/stn/configs/thorax_box_lungs.yaml"), "--config", str(tiny),
+            "--data.init_args.root", str(root)]
+    fit = _cli("fit", *args, cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    test = _cli("test", *args, "--ckpt_path", "last", cwd=tmp_path)
+    assert test.returncode == 0, test.stderr[-3000:]
+    (own,) = (tmp_path / "runs").rglob("result.json")
+    record = json.loads(own.read_text())
+    assert record["task"] == "lungs-localization" and 0.0 <= record["metrics"]["box_iou/mean"] <= 1.0
+    scored = pd.read_csv(own.parent / "predictions.csv")
+    assert len(scored) == record["metrics"]["n_images"] and scored["box_iou"].between(0, 1).all()
 
 
 def test_two_process_predict_writes_every_test_image_once(twin_factory, tmp_path):

@@ -286,5 +286,9 @@ class CAMContrast(PretrainingMethod):
         loss = nt_xent(z_img, z_heat, self.tau)
         return loss, {"nt_xent": loss.detach(), "_features": feats}
 
+    def test_objective(self, batch):
+        # stage 1 exports heatmaps of the train+val images only: test images have no heatmap crop to contrast
+        return super().test_objective(batch) if "heatmap" in batch else None
+
 
 __all__ = ["CAMContrastCAM", "CAMContrast", "HeatmapEncoder"]

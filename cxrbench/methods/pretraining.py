@@ -10,6 +10,14 @@ never a result (results come from the downstream cells).
 Batches: ``image`` is [B, 1, H, W], or [B, V, 1, H, W] when the DataModule gives ``views`` > 1.
 Labels are read only by methods with ``uses_labels`` (SupCE, SupCon) and by the online probe.
 After fit, the runner writes ``encoder`` artifacts from the kept weights (``Method.export_artifact``).
+
+Test (``cxrbench test`` of a pretraining config, so that every family leaves a record): the objective on
+each test split where its batches carry what it needs (``test_objective``: a one-view test split gives
+no SimCLR pair, and CAMContrast's heatmaps cover train+val only), as ``loss`` / ``<split>/loss``; the
+online probe's AUC (``online_auc/mean``) when there is a probe; and per image (``predictions.csv``) the
+pooled feature's L2 norm (``feature_norm``: identical norms over a split are a sign of a collapsed
+encoder) and the probe's probabilities (``online_prob/<class>``). Never a board row: a pretraining's
+result is its downstream cells'.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import torch
 from torch import nn
 
 from ..losses import masked_bce
+from torchmetrics import MeanMetric
+
 from ..metrics import SampleStore, auc
 from ..models.encoders import build_encoder
 from .base import Method
@@ -60,6 +70,8 @@ class PretrainingMethod(Method):
         self.encoder = build_encoder(encoder, **(encoder_kwargs or {}))
         self.probe = nn.Linear(self.encoder.out_dim, self.num_classes) if online_probe else None
         self.probe_store = SampleStore(("preds", "target"))
+        self.test_losses = nn.ModuleDict()  # split -> MeanMetric of the test objective (DDP-reduced)
+        self.test_stores = nn.ModuleDict()  # split -> per-image feature norm (and probe outputs)
 
     # ---------------------------------------------------------------- to implement
     def objective(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -123,3 +135,55 @@ class PretrainingMethod(Method):
             value = auc(got["preds"].double().cpu(), got["target"].double().cpu(), self.class_names)["mean"]
             self.log("val/online_auc", 0.0 if math.isnan(value) else value)
 
+    # ---------------------------------------------------------------- test (a record, never a board row)
+    def test_objective(self, batch) -> torch.Tensor | None:
+        """The objective on a test batch, or None where the batch cannot give it (fewer views than the
+        method needs). A method whose objective needs more than views overrides this."""
+        x = batch["image"]
+        if (1 if x.ndim == 4 else x.shape[1]) < self.views:
+            return None
+        return self.objective(batch)[0]
+
+    def _test_store(self, split: str) -> SampleStore:
+        if split not in self.test_stores:
+            fields = ("feature_norm", "online_prob", "label") if self.probe is not None else ("feature_norm",)
+            self.test_stores[split] = SampleStore(fields).to(self.device)
+            self.test_losses[split] = MeanMetric().to(self.device)
+        return self.test_stores[split]
+
+    def on_test_epoch_start(self) -> None:
+        for m in (*self.test_stores.values(), *self.test_losses.values()):
+            m.reset()
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        split = self.split_name(dataloader_idx)
+        store = self._test_store(split)
+        loss = self.test_objective(batch)
+        if loss is not None:
+            self.test_losses[split].update(loss.detach().float(), weight=len(batch["image"]))
+        images = batch["image"][:, 0] if batch["image"].ndim == 5 else batch["image"]
+        feats = self.encoder(images)
+        got = {"feature_norm": feats.float().norm(dim=1)}
+        if self.probe is not None:
+            logits = self.probe(feats)
+            got["online_prob"] = logits.softmax(-1) if self.task == "multiclass" else logits.sigmoid()
+            label = batch["label"]
+            got["label"] = (nn.functional.one_hot(label.long(), self.num_classes).float()
+                            if self.task == "multiclass" else label.float().reshape(len(label), -1))
+        store.update(batch["index"], **{k: v.float() for k, v in got.items()})
+
+    def on_test_epoch_end(self):
+        metrics, predictions = {}, {}
+        for split, store in self.test_stores.items():
+            prefix = "" if split == "test" else f"{split}/"
+            got = store.compute()
+            if self.test_losses[split].update_count:  # only splits whose batches gave the objective
+                metrics[f"{prefix}loss"] = float(self.test_losses[split].compute())
+            if self.probe is not None and len(got["index"]):
+                value = auc(got["online_prob"].double().cpu(), got["label"].double().cpu(), self.class_names)["mean"]
+                metrics[f"{prefix}online_auc/mean"] = value
+            predictions[split] = {k: v.cpu().double().numpy() if k != "index" else v.cpu().numpy()
+                                  for k, v in got.items()}
+        self.test_metrics, self.test_predictions = metrics, predictions
+        for k, v in metrics.items():
+            self.log(f"test/{k}", v)

@@ -416,6 +416,8 @@ class ThoraxBoxRegressor(Method):
             "confident_share": float((conf >= self.min_confidence).double().mean()),
             "n_images": float(len(iou)),
         }
+        self.test_predictions = {"test": {"index": got["index"].cpu().numpy(), "box_iou": iou.numpy(),
+                                          "confidence": conf.numpy()}}
         for k, v in self.test_metrics.items():
             self.log(f"test/{k}", v)
 
