@@ -48,6 +48,8 @@ class CXRBenchCLI(LightningCLI):
             args = _plain(getattr(model, "init_args", None) or {})
             same = lambda a, b: json.dumps(_plain(a), sort_keys=True, default=str) == json.dumps(_plain(b), sort_keys=True, default=str)  # noqa: E731
             differ = [k for k in sorted(args) if k in saved and k not in MODEL_LINKED and not same(args[k], saved[k])]
+            if differ:
+                refuse_other_architecture(ckpt, ours, args, saved, differ)
             if differ:  # Lightning rebuilds the model from the checkpoint's arguments: say so, in one line
                 what = "; ".join(f"{k}: config {args[k]!r}, checkpoint {saved[k]!r}" for k in differ[:3])
                 print(f"cxrbench: note: --ckpt_path {ckpt} was trained with other model arguments than this config's "
@@ -244,6 +246,35 @@ def default_run_folder(config) -> None:
     name = Path(str(getattr(configs[0], "relative", configs[0]))).stem
     trainer["logger"] = Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
                                   init_args=Namespace(save_dir="runs", name=name))
+
+
+def refuse_other_architecture(ckpt: str, class_path: str, config_args: dict, saved: dict, differ: list[str]) -> None:
+    """``--ckpt_path`` of this config's method but another architecture (``backbone: resnet18`` in the
+    config, ``resnet10t`` in the checkpoint): Lightning would quietly build the checkpoint's model and score
+    it under this config's name. The config's model is built on the meta device (no memory, no weights)
+    and its tensors compared with the checkpoint's; when they differ the run is refused here, before any
+    work, naming the arguments on both sides. Arguments that leave the weights as they are (an lr, a
+    threshold) only get the note below. A model that cannot be built without its data (an encoder
+    artifact to read) is not checked here: ``check_checkpoint_fits`` still compares it once built."""
+    import torch
+
+    from jsonargparse.typing import import_object
+
+    try:
+        cls = import_object(class_path)
+        linked = {k: saved[k] for k in ("num_classes", "class_names", "task") if k in saved}
+        with torch.device("meta"):
+            ours = cls(**{**linked, **config_args}).state_dict()
+    except Exception:  # noqa: BLE001 - a model that needs its files or data to be built: checked after building
+        return
+    theirs = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("state_dict", {})
+    other = sorted(k for k in set(ours) | set(theirs)
+                   if k not in ours or k not in theirs or tuple(ours[k].shape) != tuple(theirs[k].shape))
+    if other:
+        what = "; ".join(f"{k}: config {config_args[k]!r}, checkpoint {saved[k]!r}" for k in differ[:3])
+        raise SystemExit(f"cxrbench: error: --ckpt_path {ckpt} holds another architecture than this config's "
+                         f"{class_path.rsplit('.', 1)[-1]} ({what}; {len(other)} tensors differ, e.g. {other[0]}): "
+                         "test it with the arguments it was trained with, or name a checkpoint of this architecture")
 
 
 def check_checkpoint_fits(path: Path, model) -> None:

@@ -59,10 +59,14 @@ def test_cli_fit_then_test_of_two_configs_in_one_folder_each_restores_its_own_ch
     assert bad.returncode != 0 and "holds a cxrbench.methods.GAPBaseline checkpoint; this config's model is " \
         "cxrbench.methods.AMM" in bad.stderr, bad.stderr[-2000:]
     assert gap_ckpt in bad.stderr and "Traceback" not in bad.stderr
-    # the same method with another architecture: Lightning builds the checkpoint's, and the CLI says so
+    # the same method with another architecture: refused before any work, naming both sides
     amm_ckpt = records["AMM"]["checkpoint"]["path"]
     other = _cli("predict", *common["amm"], "--model.init_args.backbone", "resnet18", "--ckpt_path", amm_ckpt, cwd=tmp_path)
-    assert other.returncode == 0 and "backbone: config 'resnet18', checkpoint 'resnet10t'" in other.stderr, other.stderr[-2000:]
+    assert other.returncode != 0 and "holds another architecture than this config's AMM (backbone: config 'resnet18', " \
+        "checkpoint 'resnet10t'" in other.stderr and "Traceback" not in other.stderr, other.stderr[-2000:]
+    # arguments that leave the weights as they are: Lightning builds the checkpoint's model, and the CLI says so
+    other = _cli("predict", *common["amm"], "--model.init_args.lr", "0.5", "--ckpt_path", amm_ckpt, cwd=tmp_path)
+    assert other.returncode == 0 and "lr: config 0.5, checkpoint" in other.stderr, other.stderr[-2000:]
     # testing the AMM checkpoint again writes a second result.json, but the board keeps one record of it
     again = _cli("test", *common["amm"], "--ckpt_path", "best", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
