@@ -7,15 +7,8 @@ to ``full_size`` (448) and cut into four non-overlapping corner crops and one ce
 public code's positions (``crop_origins``). Each crop is its own instance: crops of one image at
 different positions are negatives of each other.
 
-Two halves, both here because both are dataset I/O (a model module never reads files):
+The heatmaps these crops come with are stage 1's ``heatmaps`` artifact (``data_modules.heatmaps``).
 
-- the **heatmap store** (``HeatmapWriter`` / ``HeatmapStore``), a folder artifact of kind ``heatmaps``
-  written by CAMContrast stage 1 (``cxrbench.methods.camcontrast``): ``heatmaps.u8`` is an N×S×S uint8
-  memmap (S = ``full_size``; the heatmap of row ``rows[i]`` of the dataset index at position i),
-  ``rows.npy`` the index rows, ``artifact.json`` (kind, format, producer run, dataset name/root/key,
-  image size, splits) written last, and the folder renamed into place only then: a reader never sees
-  an interrupted export. Modelled on the image cache (``cache.py``): opened lazily in each worker,
-  shared through the page cache, never pickled.
 - the **crop DataModule** ``NIHCrops``: NIH (coarse normal/abnormal labels by default) whose train and
   val splits are the five crops of each image, the image crop through the preset's random transforms,
   and — when ``heatmaps`` names an artifact — its heatmap crop, resized to ``heatmap_size`` (14×14)
@@ -30,11 +23,7 @@ tl, tr, bl, br, c), ``patient_id``.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +34,11 @@ from torchvision import tv_tensors
 
 from .base import DatasetIndex, collate
 from .cache import ImageCache
-from .io import DataError, atomic_write_text, read_image
+from .heatmaps import HeatmapStore, dataset_key
+from .io import DataError, read_image
 from .nih import NIH
 from .transforms import build_transforms
 
-FORMAT = 1
 CROP_NAMES = ("tl", "tr", "bl", "br", "c")
 #: uint8 pixels above this are foreground (public code: raw pixel > 15/255; paper Fig. 3: threshold 15)
 FOREGROUND_THRESHOLD = 15
@@ -64,19 +53,6 @@ def crop_origins(full: int, crop: int) -> list[tuple[int, int]]:
     return [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]
 
 
-def dataset_key(index: DatasetIndex) -> str:
-    """What identifies a dataset's rows wherever it lives: its name and the ordered image file names."""
-    return images_key(index.name, index.meta)
-
-
-def images_key(name: str, meta) -> str:
-    """``dataset_key`` from a dataset's name and its metadata table (a data contract's ``images``)."""
-    h = hashlib.sha1(f"{name}:{len(meta)}".encode())
-    for p in meta["path"]:
-        h.update(os.path.basename(p).encode() + b"\n")
-    return h.hexdigest()
-
-
 def read_full(cache: ImageCache | None, path: str, row: int, size: int) -> np.ndarray:
     """Image ``row`` as uint8 [size, size]: from the cache (resized with PIL bilinear when the cache's
     side differs, the same resize the cache itself uses) or decoded from ``path``."""
@@ -84,129 +60,6 @@ def read_full(cache: ImageCache | None, path: str, row: int, size: int) -> np.nd
     if img.shape != (size, size):
         img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR, reducing_gap=2.0))
     return img
-
-
-# ---------------------------------------------------------------------------------------- heatmap store
-class HeatmapWriter:
-    """Writes a heatmap store for ``rows`` at side ``size``; ``put`` batches in any order, then ``commit``
-    (every row must have been written) — or use it as a context manager, which commits on success and
-    removes the temporary folder on an error."""
-
-    def __init__(self, path: str | Path, rows: np.ndarray, size: int, meta: dict):
-        self.path, self.size = Path(path), int(size)
-        self.rows = np.unique(np.asarray(rows, np.int64))
-        if len(self.rows) == 0:
-            raise DataError(f"heatmaps {self.path}: no rows to write")
-        self.meta = dict(meta)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
-        self._pos = np.full(int(self.rows.max()) + 1, -1, np.int64)
-        self._pos[self.rows] = np.arange(len(self.rows))
-        self._data = np.memmap(self.tmp / "heatmaps.u8", dtype=np.uint8, mode="w+",
-                               shape=(len(self.rows), self.size, self.size))
-        self._filled = np.zeros(len(self.rows), bool)
-
-    def put(self, rows, maps) -> None:
-        rows = np.asarray(torch.as_tensor(rows).cpu(), np.int64).reshape(-1)
-        maps = np.asarray(torch.as_tensor(maps).cpu())
-        if maps.dtype != np.uint8 or maps.shape[1:] != (self.size, self.size) or len(maps) != len(rows):
-            raise ValueError(f"heatmaps must be uint8 [{len(rows)}, {self.size}, {self.size}], got {maps.dtype} {maps.shape}")
-        pos = self._pos[rows] if rows.max() < len(self._pos) else None
-        if pos is None or (pos < 0).any():
-            raise ValueError(f"heatmap rows {rows.tolist()[:5]}… are not among the rows this store was opened for")
-        self._data[pos] = maps
-        self._filled[pos] = True
-
-    def commit(self) -> Path:
-        missing = self.rows[~self._filled]
-        if len(missing):
-            raise DataError(f"heatmaps {self.path}: {len(missing)} of {len(self.rows)} rows were never written "
-                            f"(e.g. {missing[:5].tolist()})")
-        self._data.flush()
-        del self._data
-        np.save(self.tmp / "rows.npy", self.rows)
-        meta = {"kind": "heatmaps", "format": FORMAT, **self.meta, "image_size": self.size, "n": int(len(self.rows)),
-                "files": {"data": "heatmaps.u8", "rows": "rows.npy"}, "dtype": "uint8", "scale": 255}
-        atomic_write_text(self.tmp / "artifact.json", json.dumps(meta, indent=1, default=str))  # last: marks it whole
-        if self.path.exists():  # a stale folder without artifact.json (an interrupted export of another writer)
-            shutil.rmtree(self.path)
-        os.replace(self.tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        with contextlib.suppress(AttributeError):
-            del self._data
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self) -> "HeatmapWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-
-class HeatmapStore:
-    """Reads a heatmap store: ``meta`` (artifact.json), ``rows``, ``has(rows)``, ``crop(row, top, left, size)``."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        meta_file = self.path / "artifact.json"
-        if not self.path.is_dir():
-            raise DataError(f"heatmaps {self.path} does not exist (has the stage-1 cell that produces it finished?)")
-        if not meta_file.is_file():
-            raise DataError(f"heatmaps {self.path} has no artifact.json: an interrupted export; run its stage-1 cell again")
-        self.meta = json.loads(meta_file.read_text())
-        if self.meta.get("kind") != "heatmaps" or self.meta.get("format") != FORMAT:
-            raise DataError(f"{self.path} is a {self.meta.get('kind')!r} artifact of format {self.meta.get('format')}, "
-                            f"not a heatmaps artifact of format {FORMAT}")
-        self.size = int(self.meta["image_size"])
-        self.rows = np.load(self.path / "rows.npy")
-        n = int(self.meta["n"])
-        data = self.path / "heatmaps.u8"
-        if len(self.rows) != n or not data.is_file() or data.stat().st_size != n * self.size * self.size:
-            raise DataError(f"heatmaps {self.path}: data files do not match artifact.json ({n} maps of {self.size}²)")
-        self._pos = np.full(int(self.rows.max()) + 1, -1, np.int64)
-        self._pos[self.rows] = np.arange(len(self.rows))
-        self._mm: np.memmap | None = None
-
-    @property
-    def producer_run(self) -> str | None:
-        return (self.meta.get("producer") or {}).get("run_id")
-
-    def has(self, rows) -> np.ndarray:
-        rows = np.asarray(rows, np.int64)
-        inside = rows < len(self._pos)
-        out = np.zeros(len(rows), bool)
-        out[inside] = self._pos[rows[inside]] >= 0
-        return out
-
-    def full(self, row: int) -> np.ndarray:
-        return np.array(self._memmap()[self._position(row)])
-
-    def crop(self, row: int, top: int, left: int, size: int) -> np.ndarray:
-        return np.array(self._memmap()[self._position(row), top:top + size, left:left + size])
-
-    def _position(self, row: int) -> int:
-        pos = self._pos[row] if row < len(self._pos) else -1
-        if pos < 0:
-            raise KeyError(f"heatmaps {self.path} have no map for index row {row}")
-        return int(pos)
-
-    def _memmap(self) -> np.memmap:
-        if self._mm is None:  # opened lazily, in each worker process
-            self._mm = np.memmap(self.path / "heatmaps.u8", dtype=np.uint8, mode="r",
-                                 shape=(len(self.rows), self.size, self.size))
-        return self._mm
-
-    def __getstate__(self):  # never pickle an open memmap into a worker
-        state = dict(self.__dict__)
-        state["_mm"] = None
-        return state
 
 
 # ---------------------------------------------------------------------------------------- datasets
@@ -392,5 +245,5 @@ class NIHCrops(NIH):
         return text + f"\n  crops: 5 per image of {self.full_size}², {self.full_size // 2}² each, trained at {self.image_size}²"
 
 
-__all__ = ["CROP_NAMES", "FOREGROUND_THRESHOLD", "crop_origins", "dataset_key", "images_key", "HeatmapWriter", "HeatmapStore",
-           "FullImages", "CropDataset", "NIHCrops", "export_loader", "export_rows", "collate"]
+__all__ = ["CROP_NAMES", "FOREGROUND_THRESHOLD", "crop_origins", "FullImages", "CropDataset", "NIHCrops", "export_loader",
+           "export_rows", "collate"]

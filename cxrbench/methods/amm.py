@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.amm_head import AMMHead, GAPHead
-from ..models.backbones import Backbone
+from ..models.encoders import TimmCNN
 from ..optim import OptimizerRecipe
 from .registry import register
 from .classification import ClassificationMethod
@@ -54,18 +54,18 @@ class AMM(ClassificationMethod):
                  class_weighted: bool = True, backbone_stage: int = -1, **kwargs):
         super().__init__(class_weighted=class_weighted, **kwargs)
         self.save_hyperparameters()
-        self.backbone = Backbone(backbone, in_chans=1, pretrained=pretrained, stage=backbone_stage)
-        self.head = self.make_head(self.backbone.out_channels)
+        self.backbone = TimmCNN(backbone, in_chans=1, stage=backbone_stage, pretrained=pretrained)
+        self.head = self.make_head(self.backbone.out_dim)
 
     def make_head(self, channels: int):
         return AMMHead(channels, self.num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))[0]
+        return self.head(self.backbone.feature_map(images))[0]
 
     @torch.no_grad()
     def heatmaps(self, images: torch.Tensor) -> torch.Tensor:
-        w = self.head.weights(self.backbone(images))
+        w = self.head.weights(self.backbone.feature_map(images))
         return F.interpolate(w, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     def optimizer_recipe(self) -> OptimizerRecipe:
@@ -82,7 +82,7 @@ class GAPBaseline(AMM):
         return GAPHead(channels, self.num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))
+        return self.head(self.backbone.feature_map(images))
 
     def heatmaps(self, images: torch.Tensor) -> None:
         return None

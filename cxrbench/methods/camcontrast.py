@@ -15,7 +15,7 @@ RandomResizedCrop(448, 0.8–1), flip, rotation 30°; eval Resize(512) + CenterC
 ``camcontrast``). SGD lr 0.01, momentum 0.95, Nesterov, 20 warm-up epochs then per-step cosine, 60
 epochs, batch 40, weight decay 0 (public code), the last epoch kept.
 
-**Heatmaps** (``export_artifact('heatmaps')``, a folder artifact, ``data_modules.crops.HeatmapWriter``):
+**Heatmaps** (``export_artifact('heatmaps')``, a folder artifact, ``data_modules.heatmaps.HeatmapWriter``):
 for every train+val image of stage 1's split, resized to 448: the abnormal-class CAM upsampled
 bilinearly to 448, min-max normalised, multiplied by the foreground mask (raw pixel > 15), stored as
 uint8 (×255, truncated as torchvision's ``to_pil_image`` does). The five 224 crops at (0,0), (0,224),
@@ -82,8 +82,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
 
 from ..losses import cam_attention_loss, minmax, nt_xent
@@ -196,11 +198,12 @@ class CAMContrastCAM(ClassificationMethod):
 
     # ---------------------------------------------------------------- heatmap artifact
     def export_artifact(self, kind, path, producer=None):
+        """The ``heatmaps`` artifact: every train+val image of stage 1's split (the data contract's
+        ``full_images`` door, in row order) through Lightning's predict loop on one device of the
+        accelerator Lightning picks (``HeatmapExport``), each batch's maps written as they come."""
         if kind != "heatmaps":
             return super().export_artifact(kind, path, producer)
-        from tqdm import tqdm
-
-        from data_modules.crops import HeatmapWriter, images_key
+        from data_modules.heatmaps import HeatmapWriter, images_key
 
         data = self.data
         if data is None or data.full_images is None:
@@ -214,19 +217,37 @@ class CAMContrastCAM(ClassificationMethod):
                           "val_share": data.val_share, "splits": ["train", "val"]},
                 "cam": {"class": self.class_names[0], "upsample": "bilinear, align_corners=True",
                         "normalise": "min-max", "foreground_threshold": int(self.hparams.foreground_threshold)}}
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         was_training, old_device = self.training, self.device
-        self.eval().to(device)
         try:
-            with HeatmapWriter(path, rows, size, meta) as writer, torch.no_grad():
-                for batch in tqdm(loader, desc=f"heatmaps {len(rows)} images at {size}²", unit="batch",
-                                  mininterval=2.0):
-                    images = batch["image"].to(device).float() / 255.0
-                    heat = self.abnormal_heatmap(images)
-                    writer.put(batch["index"], (heat * 255).clamp(0, 255).to(torch.uint8).cpu())
+            with HeatmapWriter(path, rows, size, meta) as writer:
+                export = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                                   enable_model_summary=False, enable_progress_bar=False, callbacks=[_PutHeatmaps(writer)])
+                export.predict(HeatmapExport(self), dataloaders=loader, return_predictions=False)
         finally:
             self.train(was_training).to(old_device)
         return path
+
+
+class HeatmapExport(L.LightningModule):
+    """Stage 1 as a predictor of the exported maps: uint8 heatmaps (×255, truncated) of whole images. A
+    module of its own, so that the export's predict loop never touches the fitted model's trainer."""
+
+    def __init__(self, stage1: CAMContrastCAM):
+        super().__init__()
+        self.stage1 = stage1
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        heat = self.stage1.abnormal_heatmap(batch["image"].float() / 255.0)
+        return {"index": batch["index"], "heatmap": (heat * 255).clamp(0, 255).to(torch.uint8).cpu()}
+
+
+class _PutHeatmaps(BasePredictionWriter):
+    def __init__(self, writer):
+        super().__init__(write_interval="batch")
+        self.writer = writer
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        self.writer.put(prediction["index"], prediction["heatmap"])
 
 
 class HeatmapEncoder(nn.Module):
@@ -291,4 +312,4 @@ class CAMContrast(PretrainingMethod):
         return super().test_objective(batch) if "heatmap" in batch else None
 
 
-__all__ = ["CAMContrastCAM", "CAMContrast", "HeatmapEncoder"]
+__all__ = ["CAMContrastCAM", "CAMContrast", "HeatmapEncoder", "HeatmapExport"]

@@ -110,22 +110,38 @@ class UNetEncoder(Encoder):
 
 # ---------------------------------------------------------------------------------------- timm CNNs
 class TimmCNN(Encoder):
-    """A timm CNN's feature stages (``features_only``); ``stage`` < -1 stops at an earlier stage."""
+    """A timm CNN's feature stages (``features_only``): every registry-less CNN of cxrbench (AMM's and
+    GAP's backbones, the thorax-box regressor, the probes' timm encoders).
 
-    def __init__(self, name: str, in_chans: int = 1, stage: int = -1):
+    ``stage`` < -1 stops at an earlier stage (-2: stride 16 instead of 32, …) where a finer map matters
+    more than depth, e.g. heatmaps on small CPU-sized images; the stages after it are not built.
+    Trained from scratch by default (no weights can be downloaded here, and AMM trains from scratch).
+    ``pretrained=True`` loads timm's ImageNet weights where the machine can reach them, or set
+    ``checkpoint_path`` to a local timm checkpoint; with ``in_chans=1`` timm sums the RGB filters.
+    """
+
+    def __init__(self, name: str, in_chans: int = 1, stage: int = -1, pretrained: bool = False,
+                 checkpoint_path: str | None = None):
         super().__init__()
-        info = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_chans).feature_info
+        with torch.device("meta"):  # the stage count only: no memory, and no draw from the RNG the weights use
+            info = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_chans).feature_info
         n = len(info.channels())
         if not -n <= stage <= -1:
             raise ValueError(f"stage counts from the last of {n} feature stages of {name}: -1 … -{n}; got {stage}")
         keep = tuple(range(n + stage + 1))
-        self.net = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_chans, out_indices=keep)
+        kwargs = {"pretrained_cfg_overlay": {"file": checkpoint_path}} if checkpoint_path else {}
+        self.net = timm.create_model(name, pretrained=pretrained or bool(checkpoint_path), features_only=True,
+                                     in_chans=in_chans, out_indices=keep, **kwargs)
         self.feature_channels = tuple(self.net.feature_info.channels())
         self.feature_strides = tuple(self.net.feature_info.reduction())
         self.out_dim = self.feature_channels[-1]
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.net(x))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last kept stage's map [B, C, h, w] (AMM's F, a CAM's features)."""
+        return self.net(x)[-1]
 
 
 # ---------------------------------------------------------------------------------------- ViT

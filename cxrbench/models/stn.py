@@ -187,11 +187,11 @@ class ThoraxBoxNet(nn.Module):
 
     def __init__(self, backbone: str = "resnet10t", in_chans: int = 1):
         super().__init__()
-        from .backbones import Backbone
+        from .encoders import TimmCNN
 
         self.spec = {"backbone": backbone, "in_chans": in_chans}
-        self.backbone = Backbone(backbone, in_chans=in_chans)
-        self.head = nn.Linear(self.backbone.out_channels, 5)
+        self.backbone = TimmCNN(backbone, in_chans=in_chans)
+        self.head = nn.Linear(self.backbone.out_dim, 5)
 
     @torch.no_grad()
     def set_anchor(self, box: torch.Tensor, confidence: float = 0.5) -> None:
@@ -206,7 +206,7 @@ class ThoraxBoxNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(boxes [B, 4] XYXY in image fractions, confidence logits [B])."""
-        out = self.head(self.backbone(x).mean((2, 3)))
+        out = self.head(self.backbone(x))
         c, wh = out[:, :2].sigmoid(), out[:, 2:4].sigmoid()
         boxes = torch.cat([c - wh / 2, c + wh / 2], -1)
         return boxes, out[:, 4]
