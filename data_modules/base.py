@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -27,10 +28,11 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default
 from torchvision import tv_tensors
 
 from .cache import ImageCache, RowCache, default_cache_root
+from .checks import ImageFormat, check_image_formats, check_mask_sizes
 from .contract import BoxPrior, DataContract, label_counts
 from .io import DataError, read_image
 from .rle import decode_union
-from .splits import label_fraction, stratum_keys
+from .splits import check_label_coverage, label_fraction, stratum_keys
 from .transforms import build_transforms
 
 TASKS = ("multilabel", "binary", "multiclass", "segmentation")
@@ -224,6 +226,9 @@ class CXRDataModule(L.LightningDataModule):
     """
 
     name = "dataset"
+    #: The file formats and bit depths the release ships, checked before images are first read
+    #: (``check_image_files``); None: not checked.
+    image_format: ImageFormat | None = None
 
     def __init__(
         self,
@@ -310,7 +315,7 @@ class CXRDataModule(L.LightningDataModule):
             root_tag = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:8]
             base = Path(self.cache_dir) if self.cache_dir else default_cache_root()
             prefix = base / f"{index.name}-{root_tag}-{self.cache_size}"
-            self._cache = ImageCache(prefix, index.meta["path"].tolist(), self.cache_size)
+            self._cache = ImageCache(prefix, index.meta["path"].tolist(), self.cache_size, check=self.format_check())
         return self._cache
 
     def eval_cache(self, splits: dict[str, np.ndarray]) -> RowCache | None:
@@ -326,7 +331,7 @@ class CXRDataModule(L.LightningDataModule):
         base = Path(self.cache_dir) if self.cache_dir else default_cache_root()
         prefix = base / f"{index.name}-{root_tag}-{self.eval_size}-eval-{rows_tag}"
         paths = index.meta["path"].iloc[rows].tolist()
-        return RowCache(ImageCache(prefix, paths, self.eval_size), rows)
+        return RowCache(ImageCache(prefix, paths, self.eval_size, check=self.format_check()), rows)
 
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
@@ -366,7 +371,7 @@ class CXRDataModule(L.LightningDataModule):
             val_share=getattr(self, "val_share", None), sites=tuple(getattr(self, "train_sites", ()) or ()),
             box_prior=(lambda: class_box_prior(index)) if index.boxes is not None and len(index.boxes) else None,
             train_batches=lambda: self.dataloader("train", shuffle=False),
-            full_images=self.full_images)
+            full_images=self.full_images, notes={"excluded_classes": dict(index.notes.get("excluded_classes", {}))})
 
     def full_images(self, size: int, batch_size: int | None = None):
         """Every train and val image, whole at ``size``², in row order: ``(loader, rows)``."""
@@ -384,6 +389,12 @@ class CXRDataModule(L.LightningDataModule):
                                 "check the task, filters and protocol options")
         keys = stratum_keys(index.labels)
         splits["train"] = label_fraction(splits["train"], keys, self.fraction, self.subset_seed)
+        # Before any image is read: a split that cannot teach or score the task, masks that do not fit
+        # their images and images of a format or bit depth the release never ships stop setup here.
+        check_label_coverage(index, splits, self.fraction)
+        self.check_mask_files(index)
+        if not self.use_cache:
+            self.check_image_files(index, splits)  # with a cache, ImageCache.ensure checks before building
         self.splits = splits
         workers = max(1, self.num_workers) if self.num_workers else None
         full = self.eval_cache(splits)
@@ -400,6 +411,33 @@ class CXRDataModule(L.LightningDataModule):
                                  crop=name != "loc")
             from_cache = full if full is not None and name in self._base_test_splits() else cache
             self.datasets[name] = CXRDataset(index, rows, t, from_cache, views=views)
+
+    def format_check(self):
+        """The check of every image's format and bit depth against ``image_format`` (from the file
+        headers), or None. Run where images are first read: by ``ImageCache.ensure`` before it builds a
+        cache (a valid cache was checked when it was built, and its key changes with any file's size or
+        mtime; ``cxrbench cache`` goes through it too), and by ``check_image_files`` without a cache.
+        A ``partial`` of a module function, so that a cache holding it still pickles into workers."""
+        if self.image_format is None:
+            return None
+        return partial(check_image_formats, expected=self.image_format, dataset=self.name)
+
+    def check_image_files(self, index: DatasetIndex, splits: dict[str, np.ndarray]) -> None:
+        """Without a cache: the images of the splits checked at every setup (each epoch decodes them anyway)."""
+        check = self.format_check()
+        if check is not None:
+            rows = np.unique(np.concatenate([np.asarray(r, int) for r in splits.values()] or [np.zeros(0, int)]))
+            check(index.meta["path"].iloc[rows].tolist())
+
+    def check_mask_files(self, index: DatasetIndex) -> None:
+        """Mask files against their images (sizes from the headers), at every setup: masks are read per
+        sample, never cached, so a mismatch would otherwise surface mid-epoch or be resized silently."""
+        if index.masks is None:
+            return
+        rows = [r for r, m in enumerate(index.masks) if m is not None and m[0] == "files"]
+        if rows:
+            images = index.meta["path"].iloc[rows].tolist()
+            check_mask_sizes(images, [tuple(index.masks[r][1]) for r in rows], self.name)
 
     def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
         if not self.datasets:

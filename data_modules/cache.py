@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -60,8 +61,12 @@ def _load_resized(args: tuple[str, int]) -> tuple[np.ndarray, int, int]:
 
 
 class ImageCache:
-    def __init__(self, prefix: Path, paths: list[str], size: int):
+    """``check`` (optional): called with every path before the cache is built, to refuse files the
+    release never ships before one is decoded (the DataModule's format and bit-depth check)."""
+
+    def __init__(self, prefix: Path, paths: list[str], size: int, check: Callable[[list[str]], None] | None = None):
         self.prefix, self.paths, self.size = Path(prefix), list(paths), int(size)
+        self.check = check
         self.data_path = Path(f"{prefix}.u8")
         self.sizes_path = Path(f"{prefix}.sizes.npy")
         self.meta_path = Path(f"{prefix}.json")
@@ -111,6 +116,8 @@ class ImageCache:
         if self.is_valid():
             return self
         self.check_space()
+        if self.check is not None:
+            self.check(self.paths)
         with open(f"{self.prefix}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not self.is_valid():

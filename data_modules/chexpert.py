@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from .base import CXRDataModule, DatasetIndex
+from .checks import (EIGHT_BIT, ImageFormat, check_listed_once, check_patients_apart, check_values_in, check_words_in,
+                     where, with_lines)
 from .io import DataError, check_images, read_table
 from .splits import grouped_folds, split_patients, stratum_keys
 
@@ -33,6 +35,12 @@ OBSERVATIONS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lun
 POLICIES = ("ones", "zeros", "ignore")
 VIEWS = ("any", "PA", "AP")
 LAYOUT = "CheXpert-v1.0-small/train.csv, CheXpert-v1.0-small/valid.csv and the images at each row's Path"
+#: The values the release writes in an observation column (blank: not mentioned), and in its view columns
+#: (train.csv writes 'LL' on 16 frontal rows and 'RL' on one; AP/PA is blank on every lateral row).
+LABEL_VALUES = (1.0, 0.0, -1.0)
+VIEW_VALUES = {"Frontal/Lateral": ("Frontal", "Lateral"), "AP/PA": ("AP", "PA", "LL", "RL")}
+#: JPEGs, 8-bit grey (CheXpert-v1.0-small and the full-size release alike).
+IMAGE_FORMAT = ImageFormat(frozenset({"JPEG"}), EIGHT_BIT, "CheXpert ships 8-bit JPEGs")
 
 
 def find_folder(root: Path) -> tuple[Path, Path]:
@@ -43,6 +51,27 @@ def find_folder(root: Path) -> tuple[Path, Path]:
     if (root / "train.csv").is_file():
         return root, root.parent
     raise DataError(f"chexpert: no CheXpert-v1.0-small/train.csv (or CheXpert-v1.0/) under {root}. Expected layout: {LAYOUT}")
+
+
+def check_table(table: pd.DataFrame) -> None:
+    """train.csv and valid.csv rows (with their lines, ``checks.with_lines``; ``_file`` the split)
+    against the release: label values 1 / 0 / -1 / blank, the view columns' words, a patient folder in
+    every Path, each Path on one row, and no patient in both files (valid.csv is the official test)."""
+    check_values_in(table, OBSERVATIONS, LABEL_VALUES, "chexpert",
+                    "1 (positive), 0 (negative), -1 (uncertain) or blank (not mentioned)")
+    check_words_in(table, "Frontal/Lateral", VIEW_VALUES["Frontal/Lateral"], "chexpert", "'Frontal' or 'Lateral'")
+    frontal = (table["Frontal/Lateral"] == "Frontal").to_numpy()
+    check_words_in(table[frontal].reset_index(drop=True), "AP/PA", VIEW_VALUES["AP/PA"], "chexpert",
+                   f"one of {list(VIEW_VALUES['AP/PA'])} on a frontal view")
+    patient = table["Path"].astype(str).str.extract(r"^[^/]+/[^/]+/(patient[^/]*)/.", expand=False)
+    bad = patient.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"chexpert: {where(table, i)}, column 'Path': {table['Path'].iloc[i]!r} has no patient folder; "
+                        "expected CheXpert-v1.0-small/<train|valid>/patientNNNNN/studyN/viewN_<frontal|lateral>.jpg")
+    check_listed_once(table, "Path", "chexpert", "image", fields_ignored=["_file"])
+    check_patients_apart(table, patient, table["_file"], "valid", ["train"], "chexpert",
+                         " (valid.csv is the official test set: its 200 patients have no image in train.csv)")
 
 
 def apply_policy(raw: pd.DataFrame, policy: str) -> pd.DataFrame:
@@ -92,6 +121,7 @@ def index_from_table(root: Path, base: Path, table: pd.DataFrame, task: str, pol
 
 class CheXpert(CXRDataModule):
     name = "chexpert"
+    image_format = IMAGE_FORMAT
 
     def __init__(self, root: str, task: str = "abnormal", uncertainty: str = "ones", frontal_only: bool = True,
                  view: str = "PA", protocol: str = "cv", fold: int = 0, n_folds: int = 5,
@@ -115,10 +145,11 @@ class CheXpert(CXRDataModule):
             f = folder / f"{split}.csv"
             if split == "valid" and not f.is_file() and self.protocol == "cv":
                 continue
-            t = read_table(f, required, LAYOUT)
+            t = with_lines(read_table(f, required, LAYOUT), f)
             t["_file"] = split
             tables.append(t)
         table = pd.concat(tables, ignore_index=True)
+        check_table(table)
         present = check_images([str(base / p) for p in table["Path"]], self.on_missing, "chexpert")
         table = table[present].reset_index(drop=True)
         return index_from_table(self.root, base, table, self.task_name, self.policy, self.frontal_only, self.view)

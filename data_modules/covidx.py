@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .base import CXRDataModule, DatasetIndex
+from .checks import (EIGHT_BIT, FILE, LINE, SIXTEEN_BIT, ImageFormat, check_listed_once, check_patients_apart, where,
+                     with_lines)
 from .io import DataError, check_images, require_file
 from .splits import split_patients, stratum_keys
 
@@ -30,10 +32,15 @@ TASKS = {
 LAYOUT = "train.txt, test.txt (and val.txt) with lines 'patient_id filename label source'; images in train/, val/, test/"
 VOCAB_3 = {"normal", "pneumonia", "COVID-19"}
 VOCAB_2 = {"positive", "negative"}
+#: PNG and JPEG files from many sites. The releases do not document one bit depth for every site (some
+#: sources publish 16-bit originals), so 16-bit grey is accepted and read as the others are; anything
+#: else (a DICOM or TIFF under a .png name, 1-bit or 32-bit pixels) is refused.
+IMAGE_FORMAT = ImageFormat(frozenset({"PNG", "JPEG"}), EIGHT_BIT | SIXTEEN_BIT, "COVIDx ships PNGs and JPEGs")
 
 
 def read_list(path) -> pd.DataFrame:
-    rows = []
+    """A list file's rows, with the file's name and each row's line (``checks.FILE``, ``checks.LINE``)."""
+    rows, lines = [], []
     for k, line in enumerate(path.read_text().splitlines(), 1):
         parts = line.split()
         if not parts:
@@ -41,7 +48,39 @@ def read_list(path) -> pd.DataFrame:
         if len(parts) < 4:
             raise DataError(f"{path}:{k}: expected 'patient_id filename label source', got {line!r}")
         rows.append(parts[:4])
-    return pd.DataFrame(rows, columns=["patient_id", "filename", "label", "source"])
+        lines.append(k)
+    table = with_lines(pd.DataFrame(rows, columns=["patient_id", "filename", "label", "source"]), path, header=False)
+    table[LINE] = np.asarray(lines, int)  # blank lines skipped: keep each row's own line
+    return table
+
+
+def check_lists(table: pd.DataFrame) -> None:
+    """The list files against each other, before any image is looked for: one vocabulary, each filename
+    on one row of one list (not twice, not with two labels, not in two splits), and no patient of the
+    test list in train or val (a patient is (source, patient_id): ids are per-site strings)."""
+    check_vocabulary(table)
+    check_listed_once(table, "filename", "covidx", "image", fields_ignored=["split_file", "path"])
+    patient = table["source"].astype(str) + ":" + table["patient_id"].astype(str)
+    check_patients_apart(table, patient, table["split_file"], "test", ["train", "val"], "covidx",
+                         " (a patient is its source and patient_id)")
+
+
+def check_vocabulary(table: pd.DataFrame) -> None:
+    """Every label in one of the release's two vocabularies, and one vocabulary for the whole release."""
+    label = table["label"]
+    known = label.isin(VOCAB_3 | VOCAB_2).to_numpy()
+    if not known.all():
+        i = int(np.flatnonzero(~known)[0])
+        raise DataError(f"covidx: {where(table, i)}, field 3 (label): {label.iloc[i]!r} is not a COVIDx label "
+                        f"({int((~known).sum())} such row(s)); expected one of {sorted(VOCAB_3)} or {sorted(VOCAB_2)}")
+    binary = label.isin(VOCAB_2).to_numpy()
+    if binary.any() and not binary.all():
+        minority = binary if binary.sum() <= (~binary).sum() else ~binary  # name the odd rows out
+        i = int(np.flatnonzero(minority)[0])
+        others = sorted(set(label[~minority]))
+        raise DataError(f"covidx: {where(table, i)}, field 3 (label): {label.iloc[i]!r} mixes the two vocabularies "
+                        f"({int(minority.sum())} such row(s); the other {int((~minority).sum())} use {others}); "
+                        f"expected {sorted(VOCAB_3)} or {sorted(VOCAB_2)} throughout one release")
 
 
 def labels_for_task(raw: pd.Series, task: str) -> pd.DataFrame:
@@ -75,6 +114,7 @@ def _source_key(name: str) -> str:
 
 class COVIDx(CXRDataModule):
     name = "covidx"
+    image_format = IMAGE_FORMAT
 
     def __init__(self, root: str, task: str = "3class", held_out_sources: list[str] | None = None,
                  val_share: float = 0.1, **kwargs):
@@ -95,8 +135,9 @@ class COVIDx(CXRDataModule):
             t["path"] = [str(self.root / split / n) for n in t["filename"]]
             tables.append(t)
         table = pd.concat(tables, ignore_index=True)
+        check_lists(table)
         present = check_images(table["path"].tolist(), self.on_missing, "covidx")
-        table = table[present].reset_index(drop=True)
+        table = table[present].reset_index(drop=True).drop(columns=[FILE, LINE])
         labels = labels_for_task(table["label"], self.task_name)
         unknown = sorted(set(self.held_out) - set(table["source"]))
         if unknown:

@@ -11,12 +11,16 @@ import numpy as np
 import pandas as pd
 
 from .base import CXRDataModule, DatasetIndex
+from .checks import EIGHT_BIT, SIXTEEN_BIT, ImageFormat
 from .io import DataError
 from .splits import split_patients
 
 SITES = {"montgomery": ("Montgomery", "MontgomerySet"), "shenzhen": ("Shenzhen", "ChinaSet_AllFiles")}
 LAYOUT = ("Montgomery/CXR_png/*.png + Montgomery/ManualMask/{leftMask,rightMask}/*.png and/or "
           "Shenzhen/CXR_png/*.png + Shenzhen/mask/*_mask.png")
+#: PNGs; Montgomery's are 12-bit grey (stored as 16-bit PNG), Shenzhen's 8-bit. Masks are checked
+#: against their images' sizes by the base (``check_mask_files``).
+IMAGE_FORMAT = ImageFormat(frozenset({"PNG"}), EIGHT_BIT | SIXTEEN_BIT, "Montgomery ships 12-bit, Shenzhen 8-bit PNGs")
 
 
 def _site_dir(root: Path, site: str) -> Path | None:
@@ -44,6 +48,7 @@ def _site_rows(root: Path, site: str) -> list[dict]:
 
 class Lungs(CXRDataModule):
     name = "lungs"
+    image_format = IMAGE_FORMAT
 
     def __init__(self, root: str, train_sites: list[str] | None = None, test_sites: list[str] | None = None,
                  val_share: float = 0.1, **kwargs):

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from .base import CXRDataModule, DatasetIndex
+from .checks import (EIGHT_BIT, FILE, ImageFormat, check_listed_once, check_numbers, check_patients_apart,
+                     check_words_in, where, with_lines)
 from .io import DataError, check_images, read_table, require_file
 from .splits import split_patients, stratum_keys
 
@@ -35,6 +37,10 @@ PROTOCOLS = ("official", "rgt", "amm")
 LAYOUT = ("Data_Entry_2017.csv (or Data_Entry_2017_v2020.csv), BBox_List_2017.csv, train_val_list.txt, "
           "test_list.txt and PNGs under images*/ (e.g. images_001/images/00000001_000.png)")
 BOX_ALIASES = {"Infiltrate": "Infiltration"}
+NO_FINDING = "No Finding"
+LIST_FILES = ("train_val_list.txt", "test_list.txt")
+#: The release ships 8-bit PNGs, about 1% of them RGBA (read as grey); no 16-bit or JPEG file.
+IMAGE_FORMAT = ImageFormat(frozenset({"PNG"}), EIGHT_BIT, "NIH ships 8-bit PNGs")
 
 
 def entries_file(root: Path) -> Path:
@@ -72,6 +78,79 @@ def boxes_table(raw: pd.DataFrame, rows_of: dict[str, int]) -> pd.DataFrame:
     })
 
 
+def check_entries(entries: pd.DataFrame) -> None:
+    """Data_Entry rows (with their lines, ``checks.with_lines``) against themselves and the release's
+    vocabulary: one row per image, findings among the 14 and "No Finding" (alone), a patient id."""
+    check_listed_once(entries, "Image Index", "nih", "image")
+    check_words_in(entries, "Finding Labels", [*NIH14, NO_FINDING], "nih",
+                   f"'|'-separated findings among {NIH14} or {NO_FINDING!r} alone", sep="|")
+    text = entries["Finding Labels"].astype(str)
+    mixed = (text.str.contains(NO_FINDING, regex=False) & text.str.contains("|", regex=False)).to_numpy()
+    if mixed.any():
+        i = int(np.flatnonzero(mixed)[0])
+        raise DataError(f"nih: {where(entries, i)}, column 'Finding Labels': {entries['Finding Labels'].iloc[i]!r} "
+                        f"lists findings with {NO_FINDING!r}; expected {NO_FINDING!r} alone or findings without it")
+    blank = entries["Patient ID"].isna().to_numpy() | (entries["Patient ID"].astype(str).str.strip() == "").to_numpy()
+    if blank.any():
+        i = int(np.flatnonzero(blank)[0])
+        raise DataError(f"nih: {where(entries, i)}, column 'Patient ID' is blank; expected the patient's number "
+                        "(splits are patient-disjoint)")
+
+
+def check_box_rows(raw: pd.DataFrame, entries: pd.DataFrame) -> None:
+    """BBox_List rows (with their lines) against themselves and Data_Entry (every listed image, before
+    any absent image is skipped): numeric boxes of positive size, a finding of the release, an image
+    of Data_Entry that carries that finding, and no row twice."""
+    check_numbers(raw, ["Bbox [x", "y", "w", "h]"], "nih", "box pixels (x, y, w, h) in the 1024² image",
+                  positive=["w", "h]"])
+    check_words_in(raw, "Finding Label", [*NIH14, *BOX_ALIASES], "nih",
+                   f"one of the findings {NIH14} (the box file writes 'Infiltrate' for 'Infiltration')")
+    check_listed_once(raw, ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"], "nih", "box")
+    boxed = entries[entries["Image Index"].isin(set(raw["Image Index"]))]  # 880 of 112,120 in the release
+    findings = dict(zip(boxed["Image Index"], boxed["Finding Labels"].astype(str).str.split("|")))
+    unknown = ~raw["Image Index"].isin(findings).to_numpy()
+    if unknown.any():
+        i = int(np.flatnonzero(unknown)[0])
+        raise DataError(f"nih: {where(raw, i)}: box image {raw['Image Index'].iloc[i]!r} has no row in Data_Entry "
+                        f"({int(unknown.sum())} such box row(s)); expected every box on an image of Data_Entry")
+    label = raw["Finding Label"].replace(BOX_ALIASES)
+    off = np.array([lab not in findings[n] for n, lab in zip(raw["Image Index"], label)], bool)
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        n = raw["Image Index"].iloc[i]
+        raise DataError(f"nih: {where(raw, i)}: a box of finding {raw['Finding Label'].iloc[i]!r} on image {n!r}, "
+                        f"whose Data_Entry findings are {'|'.join(findings[n])!r}; expected each box's finding among "
+                        "its image's findings")
+
+
+def read_official_lists(root: Path, what: str) -> pd.DataFrame:
+    """train_val_list.txt and test_list.txt as one table (image, file, line): no image on two lines."""
+    parts = []
+    for name in LIST_FILES:
+        f = require_file(root / name, what, LAYOUT)
+        names = [line.strip() for line in f.read_text().splitlines()]
+        table = with_lines(pd.DataFrame({"Image Index": names}), f, header=False)
+        parts.append(table[table["Image Index"] != ""])
+    table = pd.concat(parts, ignore_index=True)
+    check_listed_once(table, "Image Index", "nih", "image")
+    return table
+
+
+def check_official_lists(meta: pd.DataFrame, lists: pd.DataFrame) -> None:
+    """The official lists against the index: every indexed image in one of them (else it would be
+    dropped silently), and no patient in both (the official split is patient-wise)."""
+    listed = set(lists["Image Index"])
+    unlisted = ~meta["image"].isin(listed).to_numpy()
+    if unlisted.any():
+        names = meta["image"][unlisted].tolist()
+        raise DataError(f"nih: {len(names)} image(s) of Data_Entry are in neither {LIST_FILES[0]} nor {LIST_FILES[1]} "
+                        f"(e.g. {names[:3]}); expected every image in exactly one official list")
+    patient_of = dict(zip(meta["image"], meta["patient_id"]))
+    known = lists[lists["Image Index"].isin(patient_of)].reset_index(drop=True)
+    check_patients_apart(known, known["Image Index"].map(patient_of), known[FILE], LIST_FILES[1],
+                         [LIST_FILES[0]], "nih", " (the official lists split by patient)")
+
+
 def find_images(root: Path) -> dict[str, str]:
     return {p.name: str(p) for p in root.glob("images*/**/*.png")}
 
@@ -80,6 +159,7 @@ class NIH(CXRDataModule):
     """NIH ChestX-ray14. See the module docstring for protocols and label sets."""
 
     name = "nih"
+    image_format = IMAGE_FORMAT
 
     def __init__(self, root: str, protocol: str = "official", label_set: str = "nih14",
                  val_share: float = 0.1, box_patients: str = "split", **kwargs):
@@ -96,32 +176,41 @@ class NIH(CXRDataModule):
     def build_index(self) -> DatasetIndex:
         self._require_root(LAYOUT)
         path = entries_file(self.root)
-        entries = read_table(path, ["Image Index", "Finding Labels", "Patient ID"], LAYOUT)
+        entries = with_lines(read_table(path, ["Image Index", "Finding Labels", "Patient ID"], LAYOUT), path)
+        check_entries(entries)
+        all_entries = entries
         images = find_images(self.root)
         paths = [images.get(n, str(self.root / "images" / n)) for n in entries["Image Index"]]
         present = check_images(paths, self.on_missing, f"nih ({path.name})")
         entries = entries[present].reset_index(drop=True)
         paths = [p for p, ok in zip(paths, present) if ok]
-        return index_from_entries(self.root, entries, paths, self.label_set, self._read_boxes(entries))
+        return index_from_entries(self.root, entries, paths, self.label_set, self._read_boxes(entries, all_entries))
 
-    def _read_boxes(self, entries: pd.DataFrame) -> pd.DataFrame | None:
+    def _read_boxes(self, entries: pd.DataFrame, all_entries: pd.DataFrame | None = None) -> pd.DataFrame | None:
+        """The boxes of ``entries`` (the indexed rows), checked against ``all_entries`` (every row of
+        Data_Entry, absent images included; default: ``entries``)."""
         f = self.root / "BBox_List_2017.csv"
         if not f.is_file():
             if self.protocol == "rgt":
                 raise DataError(f"nih: protocol 'rgt' needs the box file {f}. Expected layout: {LAYOUT}")
             return None
-        raw = read_table(f, ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"], LAYOUT)
+        raw = with_lines(read_table(f, ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"], LAYOUT), f)
+        check_box_rows(raw, entries if all_entries is None else all_entries)
         return boxes_table(raw, {n: i for i, n in enumerate(entries["Image Index"])})
 
     def _official_lists(self) -> tuple[set, set]:
-        lists = []
-        for name in ("train_val_list.txt", "test_list.txt"):
-            f = require_file(self.root / name, f"nih protocol {self.protocol!r}", LAYOUT)
-            lists.append(set(f.read_text().split()))
-        return lists[0], lists[1]
+        table = self._official_list_table()
+        return tuple(set(table.loc[table[FILE] == name, "Image Index"]) for name in LIST_FILES)
+
+    def _official_list_table(self) -> pd.DataFrame:
+        return read_official_lists(self.root, f"nih protocol {self.protocol!r}")
 
     def make_splits(self, index: DatasetIndex) -> dict[str, np.ndarray]:
-        lists = self._official_lists() if self.protocol in ("official", "amm") else None
+        lists = None
+        if self.protocol in ("official", "amm"):
+            table = self._official_list_table()
+            check_official_lists(index.meta, table)
+            lists = tuple(set(table.loc[table[FILE] == name, "Image Index"]) for name in LIST_FILES)
         return nih_splits(index, self.protocol, self.split_seed, self.val_share, lists, self.box_patients)
 
 

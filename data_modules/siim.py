@@ -12,11 +12,14 @@ import numpy as np
 import pandas as pd
 
 from .base import CXRDataModule, DatasetIndex
+from .checks import EIGHT_BIT, ImageFormat, check_listed_once, where, with_lines
 from .io import DataError, check_images, read_table
 from .rle import RLEError, runs
 from .splits import split_patients, stratum_keys
 
 LAYOUT = "train-rle.csv (ImageId, EncodedPixels) and dicom-images-train/<study>/<series>/<ImageId>.dcm (or **/<ImageId>.png)"
+#: 8-bit grey DICOMs (MONOCHROME2, 1024²), or an 8-bit PNG export of them.
+IMAGE_FORMAT = ImageFormat(frozenset({"DICOM", "PNG"}), EIGHT_BIT, "SIIM-ACR ships 8-bit DICOMs")
 
 
 def read_rle_table(path) -> pd.DataFrame:
@@ -37,7 +40,22 @@ def read_rle_table(path) -> pd.DataFrame:
             runs(rle)  # every run checked against the 1024² frame now, not mid-epoch
         except RLEError as err:
             raise DataError(f"{path}: line {line}, ImageId {image}: {err}") from None
+    check_rle_rows(with_lines(df, path))
     return df
+
+
+def check_rle_rows(df: pd.DataFrame) -> None:
+    """Rows against each other: an image's rows are the parts of its mask, so the same row twice is a
+    duplicate, and an image with '-1' (no pneumothorax) and a mask is a conflict."""
+    check_listed_once(df, ["ImageId", "EncodedPixels"], "siim", "(ImageId, EncodedPixels) pair")
+    empty = df["EncodedPixels"] == "-1"
+    both = set(df.loc[empty, "ImageId"]) & set(df.loc[~empty, "ImageId"])
+    if both:
+        image = sorted(both)[0]
+        i = int(np.flatnonzero((df["ImageId"] == image).to_numpy() & empty.to_numpy())[0])
+        j = int(np.flatnonzero((df["ImageId"] == image).to_numpy() & ~empty.to_numpy())[0])
+        raise DataError(f"siim: ImageId {image} has '-1' (no pneumothorax) on {where(df, i)} and a mask on "
+                        f"{where(df, j)} ({len(both)} such image(s)); expected either '-1' alone or mask rows")
 
 
 def group_masks(df: pd.DataFrame) -> pd.DataFrame:
@@ -49,6 +67,7 @@ def group_masks(df: pd.DataFrame) -> pd.DataFrame:
 
 class SIIM(CXRDataModule):
     name = "siim"
+    image_format = IMAGE_FORMAT
 
     def __init__(self, root: str, val_share: float = 0.1, test_share: float = 0.1, **kwargs):
         kwargs.setdefault("transforms", "seg")
