@@ -3,12 +3,20 @@
 An artifact is a file (or folder) in the producing run's ``artifacts/`` folder, named by its kind
 (``ARTIFACT_FILES``). A file artifact is a ``torch.save`` of plain data and tensors only::
 
-    {"kind": "encoder", "format": 1, "payload": {...}, "producer": {"run_id", "method", "seed",
-     "fraction", "dataset", "commit", ...}}
+    {"kind": "encoder", "format": 2, "payload": {...}, "sha256": "<payload digest>",
+     "producer": {"run_id", "method", "seed", "fraction", "dataset", "commit", "recipe_fingerprint", ...}}
 
 so it loads with ``torch.load(weights_only=True)`` — nothing in it can run code — in a fresh process,
 without the class of the method that produced it. Written atomically: a reader never sees half an
 artifact, and a cell that only produces an artifact is done when its file exists.
+
+Verified before use (``read_artifact`` / ``check_artifact``): the payload against its ``sha256`` (bytes
+altered after writing are refused, even where ``torch.load`` still reads them), the producer's run
+against the one the consumer expects (a sweep's ``needs``: another run's file copied over the
+producer's is refused), the kind and the format. ``artifact_identity`` is what a consumer records in
+its own ``result.json`` (``artifacts``): path, kind, sha256 and producer. The folder artifact
+(``heatmaps``, ``data_modules.heatmaps``) carries the same header in its ``artifact.json``, its sha256
+over the files it lists.
 
 Encoders (``save_encoder`` / ``load_encoder``): payload = {"encoder": {"name", "kwargs"}, "state_dict"},
 rebuilt by name through ``cxrbench.models.encoders.build_encoder``.
@@ -16,6 +24,8 @@ rebuilt by name through ``cxrbench.models.encoders.build_encoder``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +37,7 @@ from .provenance import commit
 if TYPE_CHECKING:
     from .models.encoders import Encoder
 
-FORMAT = 1
+FORMAT = 2  # 2: the payload's sha256 in the record (format 1 had none, and is refused)
 #: kind -> file (or folder) name inside a run's ``artifacts/``. A method that exports a new kind adds it here.
 ARTIFACT_FILES = {
     "encoder": "encoder.pt",
@@ -49,7 +59,7 @@ def artifact_path(run_dir: str | Path, kind: str) -> Path:
 def save_artifact(path: str | Path, kind: str, payload: dict, producer: dict | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"kind": kind, "format": FORMAT, "payload": payload,
+    record = {"kind": kind, "format": FORMAT, "payload": payload, "sha256": payload_digest(payload),
               "producer": {**(producer or {}), "commit": (producer or {}).get("commit") or commit()}}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(record, tmp)
@@ -57,9 +67,53 @@ def save_artifact(path: str | Path, kind: str, payload: dict, producer: dict | N
     return path
 
 
-def read_artifact(path: str | Path, kind: str, consumer: str = "this cell") -> dict:
-    """The record of a file artifact of ``kind``; refuses a missing file, an unpicklable or foreign
-    file, and an artifact of another kind — naming the file, its kind and what ``consumer`` needs."""
+def payload_digest(obj) -> str:
+    """sha256 of an artifact's payload: tensors by dtype, shape and bytes, dicts in key order, plain
+    values by type and repr. Computed over what was saved, so it does not depend on the pickle's bytes."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h, obj) -> None:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for k in sorted(obj, key=str):
+            _feed(h, str(k))
+            _feed(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for v in obj:
+            _feed(h, v)
+    else:
+        h.update(f"V{type(obj).__name__}:{obj!r}".encode())
+
+
+def artifact_identity(path: str | Path, record: dict) -> dict:
+    """What a consumer records of the artifact it used: path, kind, sha256 and the producer."""
+    producer = record.get("producer") or {}
+    keep = ("run_id", "method", "seed", "fraction", "fold", "commit", "recipe_fingerprint")
+    return {"path": str(Path(path).resolve()), "kind": record.get("kind"), "sha256": record.get("sha256"),
+            "producer": {k: producer[k] for k in keep if producer.get(k) is not None}}
+
+
+def _check_producer(path: Path, record: dict, expect_run: str | None, consumer: str) -> None:
+    got = (record.get("producer") or {}).get("run_id")
+    if expect_run is not None and got != expect_run:
+        raise ArtifactError(f"{path} was written by run {got!r}, but {consumer} expects the artifact of run "
+                            f"{expect_run!r}: another run's artifact in its place; run that producer cell again")
+
+
+def read_artifact(path: str | Path, kind: str, consumer: str = "this cell", expect_run: str | None = None) -> dict:
+    """The record of a file artifact of ``kind``, verified: refuses a missing file, an unpicklable or
+    foreign file, an artifact of another kind or format, one whose payload does not match its sha256,
+    and (``expect_run``) one of another producer run — naming the file and what ``consumer`` needs."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{consumer} needs a {kind} artifact at {path}, which does not exist: has the "
@@ -74,26 +128,41 @@ def read_artifact(path: str | Path, kind: str, consumer: str = "this cell") -> d
         raise ArtifactError(f"{path} is a {record['kind']!r} artifact (from {record.get('producer', {}).get('run_id', '?')}), "
                             f"but {consumer} needs a {kind!r} artifact")
     if record.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: artifact format {record.get('format')} is not the supported format {FORMAT}")
+        raise ArtifactError(f"{path}: artifact format {record.get('format')} is not the supported format {FORMAT} "
+                            "(format 1 carried no content hash): run its producing cell again to re-export it")
+    if payload_digest(record["payload"]) != record.get("sha256"):
+        raise ArtifactError(f"{path}: its content does not match the sha256 it was written with (altered or damaged "
+                            "after it was written); run its producing cell again")
+    _check_producer(path, record, expect_run, consumer)
     return record
 
 
-def check_artifact(path: str | Path, kind: str, consumer: str = "this cell") -> None:
-    """Refuse a missing artifact or one of another kind before a consumer starts. A folder artifact
-    (heatmaps) is checked through its ``artifact.json`` (``{"kind": ..., "format": ...}``)."""
+def check_artifact(path: str | Path, kind: str, consumer: str = "this cell", expect_run: str | None = None) -> dict:
+    """Verify an artifact before a consumer starts (``read_artifact``'s checks; a folder artifact
+    through its ``artifact.json`` and the sha256 of the files it lists) and return its
+    ``artifact_identity``, what the consumer's record says it used."""
     path = Path(path)
     if path.is_dir():
-        import json
+        from data_modules.io import folder_digest  # here: reading a file artifact never imports the data layer
 
         meta_file = path / "artifact.json"
         if not meta_file.is_file():
             raise ArtifactError(f"{consumer} needs a {kind} artifact at {path}: the folder has no artifact.json "
                                 "(an interrupted export?)")
-        got = json.loads(meta_file.read_text()).get("kind")
-        if got != kind:
-            raise ArtifactError(f"{path} is a {got!r} artifact, but {consumer} needs a {kind!r} artifact")
-        return
-    read_artifact(path, kind, consumer)
+        meta = json.loads(meta_file.read_text())
+        if meta.get("kind") != kind:
+            raise ArtifactError(f"{path} is a {meta.get('kind')!r} artifact, but {consumer} needs a {kind!r} artifact")
+        files = sorted((meta.get("files") or {}).values())
+        if not meta.get("sha256"):
+            raise ArtifactError(f"{path}: the folder artifact records no sha256 (written by an older cxrbench); run "
+                                "its producing cell again to re-export it")
+        missing = [f for f in files if not (path / f).is_file()]
+        if missing or folder_digest(path, files) != meta["sha256"]:
+            raise ArtifactError(f"{path}: its files {'lack ' + ', '.join(missing) if missing else 'do not match the sha256 they were written with'}"
+                                " (altered or damaged after the export); run its producing cell again")
+        _check_producer(path, meta, expect_run, consumer)
+        return artifact_identity(path, meta)
+    return artifact_identity(path, read_artifact(path, kind, consumer, expect_run))
 
 
 # ---------------------------------------------------------------------------------------- encoders
@@ -166,8 +235,10 @@ def make_encoder(encoder: str, encoder_kwargs: dict | None, encoder_artifact: st
     from .models.encoders import build_encoder
 
     if encoder_artifact:
-        return load_encoder(encoder_artifact, expect_name=encoder if encoder_kwargs else None, expect_kind=expect_kind,
-                            consumer=consumer, expect_kwargs=encoder_kwargs)[0]
+        enc, record = load_encoder(encoder_artifact, expect_name=encoder if encoder_kwargs else None,
+                                   expect_kind=expect_kind, consumer=consumer, expect_kwargs=encoder_kwargs)
+        enc.source_artifact = artifact_identity(encoder_artifact, record)  # the consumer's result names it
+        return enc
     enc = build_encoder(encoder, **(encoder_kwargs or {}))
     if expect_kind is not None and enc.kind != expect_kind:
         raise ValueError(f"{consumer} needs a {expect_kind} encoder; {encoder!r} is a {enc.kind} encoder")

@@ -34,7 +34,8 @@ class WriteResult(L.Callback):
     The record also says which experiment it is a sample of (``cxrbench.recipe``): ``recipe`` (the resolved
     config without seed, fraction, fold and paths, set by the CLI and the runner) with its ``fingerprint``,
     ``data_identity`` (dataset, twin spec or real, split seed) and ``checkpoint`` (the scored file's path
-    and sha256, so a re-test of one checkpoint replaces its record on the boards instead of adding a seed).
+    and sha256, so a re-test of one checkpoint replaces its record on the boards instead of adding a seed),
+    and ``artifacts``: each artifact the run consumed (path, sha256, producer run, commit and recipe).
     """
 
     recipe: dict | None = None
@@ -75,6 +76,9 @@ class WriteResult(L.Callback):
         if self.recipe is not None:
             record["recipe"] = {"fingerprint": fingerprint(self.recipe), "config": self.recipe}
         record["data_identity"] = data_identity(data)
+        used = {**consumed_artifacts(pl_module), **record.get("artifacts", {})}
+        if used:  # every artifact the run was built from: path, sha256, producer run (the sweep adds its needs)
+            record["artifacts"] = used
         if trainer.ckpt_path and Path(trainer.ckpt_path).is_file():
             record["checkpoint"] = {"path": str(Path(trainer.ckpt_path).resolve()), "sha256": file_sha256(trainer.ckpt_path)}
         if pl_module.test_predictions:
@@ -82,6 +86,13 @@ class WriteResult(L.Callback):
             write_predictions(out, table)  # before the record: a finished record always has its predictions
             record["ci"] = run_ci(table)
         write_result(out, record)
+
+
+def consumed_artifacts(pl_module) -> dict:
+    """The artifacts a module was built from, by submodule (``encoder``, ``box_net``): each submodule loaded
+    from an artifact carries its ``source_artifact`` (``cxrbench.artifacts.artifact_identity``)."""
+    return {name or "model": m.source_artifact for name, m in pl_module.named_modules()
+            if getattr(m, "source_artifact", None)}
 
 
 def default_task(pl_module) -> str:
@@ -114,6 +125,9 @@ class ExportArtifacts(L.Callback):
         producer = {"run_id": out.name, "run_dir": str(out.resolve()), "method": pl_module.method_name,
                     "seed": int(os.environ.get("PL_GLOBAL_SEED", 0)), "checkpoint": path or None, "commit": commit(),
                     "dataset_root": str(pl_module.data.root) if pl_module.data is not None else ""}
+        stamps = [c for c in trainer.callbacks if isinstance(c, RecipeStamp)]
+        if stamps:
+            producer["recipe_fingerprint"] = stamps[0].fingerprint
         for kind in kinds:
             written = pl_module.export_artifact(kind, artifact_path(out, kind), producer)
             print(f"cxrbench: {kind} artifact written to {written}")
@@ -135,8 +149,10 @@ class DivergedRun(RuntimeError):
 
 
 def check_finite(predictions: dict, who: str) -> None:
-    """A run whose test outputs hold NaN or inf diverged: it raises here, before ``result.json`` exists,
-    so it never reaches a board (an AUC over NaN probabilities is a number, not a result)."""
+    """A run whose test outputs hold NaN or inf diverged, and one whose probabilities are one value for
+    every image (no ranking: an AUC of 0.500 by construction) has collapsed: either raises here, before
+    ``result.json`` exists, so it never reaches a board (an AUC over NaN or constant probabilities is a
+    number, not a result)."""
     import numpy as np
 
     for split, arrays in (predictions or {}).items():
@@ -148,6 +164,50 @@ def check_finite(predictions: dict, who: str) -> None:
             if bad and name in ("prob", "pred"):
                 raise DivergedRun(f"{who}: {bad} of {len(v)} {split} images have a NaN or infinite {name}: the run "
                                   "diverged (check the learning rate and the loss curve); no result.json is written")
+            if name == "prob" and len(v) > 1 and bool((np.ptp(v.reshape(len(v), -1), axis=0) == 0).all()):
+                raise DivergedRun(f"{who}: all {len(v)} {split} images get the same probability for every class "
+                                  f"({np.unique(v.reshape(len(v), -1)[0]).round(4).tolist()}): the model predicts a "
+                                  "constant (collapsed or dead), which ranks nothing; no result.json is written")
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """A training loss that is NaN or infinite stops the run with ``DivergedRun``, naming the epoch and the
+    first bad step, so nothing is exported, tested or written from it (a sweep cell then fails). Checked
+    without a host sync on every step: a device flag collects the steps' verdicts, read every
+    ``check_every`` steps and at each epoch's end (a NaN loss leaves NaN weights, so it persists), and
+    agreed across processes so that every rank stops together."""
+
+    def __init__(self, check_every: int = 25):
+        self.check_every = int(check_every)
+        self._first_bad = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import torch
+
+        self._first_bad = torch.tensor(-1, device=pl_module.device)  # on every rank: each check is collective
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import torch
+
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):  # a step the method skipped (None) has nothing to check
+            bad = ~torch.isfinite(loss.detach()).all()
+            step = torch.full_like(self._first_bad, trainer.global_step)
+            self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
+        if (batch_idx + 1) % self.check_every == 0:
+            self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer, pl_module)
+
+    def _check(self, trainer, pl_module) -> None:
+        if self._first_bad is None:
+            return
+        first = int(trainer.strategy.reduce(self._first_bad.float(), reduce_op="max"))  # -1 everywhere: all finite
+        if first >= 0:
+            raise DivergedRun(f"{type(pl_module).__name__}: the training loss became NaN or infinite by step {first} "
+                              f"(epoch {trainer.current_epoch}): the run diverged (check the learning rate); it stops "
+                              "here, and nothing is exported, tested or written from it")
 
 
 def run_ci(table, n_boot: int = N_BOOT) -> dict:

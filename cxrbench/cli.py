@@ -204,10 +204,16 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from .files import describe_os_error
+
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from .lightning_cli import run
 
-        run(argv)
+        try:
+            run(argv)
+        except OSError as err:  # a read-only, full or missing folder: the user's to fix, so one line
+            print(f"cxrbench {argv[0]}: error: {describe_os_error(err)}", file=sys.stderr)
+            return 2
         return 0
     from data_modules.io import DataError
 
@@ -224,8 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (TwinError, MissingSourceError, DataError, ResultError, SpecError, ArtifactError, WandbNameError,
-            ReferencesError, FileNotFoundError) as err:
+            ReferencesError) as err:
         print(f"cxrbench {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only, full or missing folder (``files.writing`` names the path written)
+        print(f"cxrbench {args.command}: error: {describe_os_error(err)}", file=sys.stderr)
         return 2
 
 

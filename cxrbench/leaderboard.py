@@ -27,6 +27,7 @@ import pandas as pd
 
 from data_modules.io import atomic_write_text
 
+from .files import CannotWrite, remove_interrupted_writes, remove_own_partial_writes, remove_stale_outputs, writing
 from .localization import THRESHOLDS
 from .metrics.bootstrap import (N_BOOT, format_p, holm, interval, paired_seed_difference, patient_resamples, run_boot,
                                 score, two_level_boot)
@@ -407,42 +408,62 @@ def plots(table: pd.DataFrame, records: list[dict], out: Path) -> list[Path]:
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    try:
+        with writing(path):
+            fig.savefig(tmp, dpi=100)
+            os.replace(tmp, path)
+    finally:
+        plt.close(fig)
     return path
 
 
 def build_leaderboards(runs_dir: str | Path, out: str | Path = "results",
                        references: References | None = None) -> list[Path]:
     """Every board of the runs under ``runs_dir`` into ``out``, the papers' numbers from ``references``
-    (None: every benchmarks/*/references.yaml under the current folder)."""
+    (None: every benchmarks/*/references.yaml under the current folder). Rebuilt into a folder of an
+    earlier build, the files that build made and this one does not (the plot of a task that is gone)
+    are removed, nothing else; a folder that cannot be written is ``files.CannotWrite`` naming the path."""
     references = _references(references)
     records = assign_rows(read_results(runs_dir))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+    remove_interrupted_writes(out)  # a killed earlier build's half-written files
     table = aggregate(records, references)
     cis, comparisons = bootstrap(records)
     key = lambda r: (r.task, r.row, r.data, r.fraction, r.metric)  # noqa: E731
     table["ci_low"] = [cis.get(key(r), (math.nan, math.nan))[0] for r in table.itertuples()]
     table["ci_high"] = [cis.get(key(r), (math.nan, math.nan))[1] for r in table.itertuples()]
-    written = []
+    files = {}
     for board in BOARDS:
         md, sub = render_board(board, table, records, references.notes)
-        atomic_write_text(out / f"leaderboard_{board.name}.md", md)
         recs = [r for r in records if r["task"] in board.tasks]
         csv = sub.assign(
             provenance=" + ".join(sorted({r["provenance"]["data"] for r in recs})) if recs else "",
             scale=" ".join(sorted({str(r["provenance"]["scale"]) for r in recs})),
             commits=" ".join(sorted({str(r["provenance"]["commit"])[:10] for r in recs})),
         )
-        atomic_write_text(out / f"leaderboard_{board.name}.csv", csv.to_csv(index=False))
-        written += [out / f"leaderboard_{board.name}.md", out / f"leaderboard_{board.name}.csv"]
-    atomic_write_text(out / "comparisons.md", render_comparisons(comparisons, records))
-    atomic_write_text(out / "comparisons.csv", comparisons.to_csv(index=False))
-    written += [out / "comparisons.md", out / "comparisons.csv"]
-    return written + plots(table, records, out)
+        files[out / f"leaderboard_{board.name}.md"] = md
+        files[out / f"leaderboard_{board.name}.csv"] = csv.to_csv(index=False)
+    files[out / "comparisons.md"] = render_comparisons(comparisons, records)
+    files[out / "comparisons.csv"] = comparisons.to_csv(index=False)
+    try:
+        for path, text in files.items():
+            with writing(path):
+                atomic_write_text(path, text)
+        written = list(files) + plots(table, records, out)
+    except CannotWrite:
+        remove_own_partial_writes(out)  # a full disk: no half-written temporary left beside the boards
+        raise
+    remove_stale_outputs(out, written, owned=BOARD_OUTPUTS)
+    return written
+
+
+#: the names of what ``build_leaderboards`` writes: in a folder built before it recorded its outputs,
+#: files of these names that a rebuild does not make are an earlier build's stale ones
+BOARD_OUTPUTS = ("leaderboard_*.md", "leaderboard_*.csv", "comparisons.md", "comparisons.csv", "fractions_*.png",
+                 "iou_vs_threshold_*.png", "roc_*.png")

@@ -117,7 +117,7 @@ class CXRBenchCLI(LightningCLI):
         them after fit, as a sweep cell does. For ``predict``: every image's outputs are written; for ``test``:
         a result record and the predictions, whatever the config (``WriteResult``). Then the
         caller's ``trainer_setup``. All of it handed to LightningCLI's own Trainer construction."""
-        from .callbacks import ExportArtifacts, RecipeStamp, WritePredictions, WriteResult
+        from .callbacks import ExportArtifacts, RecipeStamp, StopOnNonFiniteLoss, WritePredictions, WriteResult
         from .recipe import fingerprint
 
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -127,6 +127,8 @@ class CXRBenchCLI(LightningCLI):
         if self.subcommand == "fit":
             if not have(RecipeStamp):
                 callbacks.append(RecipeStamp(fingerprint(self.recipe)))
+            if not have(StopOnNonFiniteLoss):  # a diverged fit stops, and exports nothing
+                callbacks.append(StopOnNonFiniteLoss())
             if getattr(self.model, "artifacts", ()) and not have(ExportArtifacts):
                 callbacks.append(ExportArtifacts())
         if self.subcommand == "predict" and not have(WritePredictions):

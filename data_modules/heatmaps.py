@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from .base import DatasetIndex
-from .io import DataError, atomic_write_text
+from .io import DataError, atomic_write_text, folder_digest
 
-FORMAT = 1
+FORMAT = 2  # 2: artifact.json holds the sha256 of the data files
 
 
 def dataset_key(index: DatasetIndex) -> str:
@@ -81,8 +81,9 @@ class HeatmapWriter:
         self._data.flush()
         del self._data
         np.save(self.tmp / "rows.npy", self.rows)
+        files = {"data": "heatmaps.u8", "rows": "rows.npy"}
         meta = {"kind": "heatmaps", "format": FORMAT, **self.meta, "image_size": self.size, "n": int(len(self.rows)),
-                "files": {"data": "heatmaps.u8", "rows": "rows.npy"}, "dtype": "uint8", "scale": 255}
+                "files": files, "dtype": "uint8", "scale": 255, "sha256": folder_digest(self.tmp, sorted(files.values()))}
         atomic_write_text(self.tmp / "artifact.json", json.dumps(meta, indent=1, default=str))  # last: marks it whole
         if self.path.exists():  # a stale folder without artifact.json (an interrupted export of another writer)
             shutil.rmtree(self.path)
@@ -124,6 +125,10 @@ class HeatmapStore:
         data = self.path / "heatmaps.u8"
         if len(self.rows) != n or not data.is_file() or data.stat().st_size != n * self.size * self.size:
             raise DataError(f"heatmaps {self.path}: data files do not match artifact.json ({n} maps of {self.size}²)")
+        files = sorted((self.meta.get("files") or {}).values())
+        if folder_digest(self.path, files) != self.meta.get("sha256"):  # one read of the maps, before any use
+            raise DataError(f"heatmaps {self.path}: its files do not match the sha256 they were written with (altered "
+                            "or damaged after the export); run its stage-1 cell again")
         self._pos = np.full(int(self.rows.max()) + 1, -1, np.int64)
         self._pos[self.rows] = np.arange(len(self.rows))
         self._mm: np.memmap | None = None

@@ -195,9 +195,55 @@ def test_a_diverged_run_never_writes_a_result_or_an_encoder(twin_factory, tmp_pa
               callbacks=[WriteResult(task="nih8-cls", out_dir=str(tmp_path / "ok"))]).test(healthy, dm, verbose=False)
     assert (tmp_path / "ok" / "result.json").exists()
 
+    class Constant(ToyClassifier):  # a collapsed model: one probability per class for every image
+        def forward(self, images):
+            return super().forward(images) * 0.0
+
+    (tmp_path / "flat").mkdir()
+    flat = Constant(num_classes=8, class_names=dm.classes, task="multilabel", threshold="fixed:0.5")
+    with pytest.raises(DivergedRun, match=r"all \d+ test images get the same probability for every class"):
+        L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  callbacks=[WriteResult(task="nih8-cls", out_dir=str(tmp_path / "flat"))]).test(flat, dm, verbose=False)
+    assert not (tmp_path / "flat" / "result.json").exists()
+
     encoder = build_encoder("unet", width=8)
     with torch.no_grad():
         next(encoder.parameters()).fill_(float("nan"))
     with pytest.raises(ArtifactError, match="encoder tensors hold NaN or inf .* the pretraining diverged"):
         save_encoder(tmp_path / "encoder.pt", encoder, {"run_id": "x"})
     assert not (tmp_path / "encoder.pt").exists()
+
+
+def test_an_artifact_altered_in_place_or_of_another_run_is_refused_before_use(tmp_path):
+    """Artifacts used to be trusted by path (issue 34): bytes altered in place loaded silently, and another
+    run's encoder.pt copied over the producer's was consumed without a word."""
+    import shutil
+
+    import pytest
+    import torch
+
+    from cxrbench.artifacts import ArtifactError, check_artifact, read_artifact, save_encoder
+    from cxrbench.models.encoders import build_encoder
+
+    encoder = build_encoder("unet", width=4)
+    path = save_encoder(tmp_path / "encoder.pt", encoder, {"run_id": "pre-1", "recipe_fingerprint": "abc"})
+    used = check_artifact(path, "encoder", expect_run="pre-1")
+    assert used["sha256"] == read_artifact(path, "encoder")["sha256"] and used["producer"]["run_id"] == "pre-1"
+    assert used["producer"]["recipe_fingerprint"] == "abc" and len(used["sha256"]) == 64
+    shutil.copy(path, tmp_path / "kept.pt")
+    record = torch.load(path, map_location="cpu", weights_only=True)  # one weight changed, the file still loads
+    first = next(iter(record["payload"]["state_dict"]))
+    record["payload"]["state_dict"][first] += 1.0
+    torch.save(record, path)
+    with pytest.raises(ArtifactError, match="does not match the sha256 it was written with"):
+        check_artifact(path, "encoder", expect_run="pre-1")
+    other = save_encoder(tmp_path / "other.pt", encoder, {"run_id": "pre-2"})
+    shutil.copy(other, path)  # another run's artifact in the producer's place
+    with pytest.raises(ArtifactError, match="was written by run 'pre-2', but .* expects the artifact of run 'pre-1'"):
+        check_artifact(path, "encoder", expect_run="pre-1")
+    old = torch.load(tmp_path / "kept.pt", map_location="cpu", weights_only=True)
+    old["format"] = 1  # written before artifacts carried a content hash
+    old.pop("sha256")
+    torch.save(old, path)
+    with pytest.raises(ArtifactError, match="format 1 carried no content hash"):
+        read_artifact(path, "encoder")

@@ -235,6 +235,11 @@ def test_pipeline_pretrain_then_probe_through_an_encoder_artifact(twin_factory, 
     assert config["model"]["init_args"]["encoder_artifact"] == str((pdir / "artifacts/encoder.pt").resolve())
     rec = json.loads((cdir / "result.json").read_text())
     assert rec["method"] == "supce" and rec["module"] == "LinearProbe" and rec["fraction"] == 0.5
+    # the record names the encoder it used: the artifact's sha256, its producer run and recipe
+    written = torch.load(pdir / "artifacts/encoder.pt", map_location="cpu", weights_only=True)
+    for used in (rec["artifacts"]["encoder"],):
+        assert used["sha256"] == written["sha256"] and used["producer"]["run_id"] == producer.run_id
+        assert used["producer"]["recipe_fingerprint"] == written["producer"]["recipe_fingerprint"]
     # per-sample predictions beside the record, and the record's patient-bootstrap CI of its AUC
     import pandas as pd
 
@@ -251,6 +256,23 @@ def test_pipeline_pretrain_then_probe_through_an_encoder_artifact(twin_factory, 
     assert all(torch.equal(art[k], kept[f"encoder.{k}"]) for k in art)
     again = _bench(spec.path, tmp_path)
     assert again.returncode == 0 and again.stdout.count("[done]") == 2
+
+
+def test_a_diverged_producer_stops_with_its_step_and_yields_no_artifact_consumer_result_or_board_row(twin_factory,
+                                                                                                      tmp_path):
+    """A pretraining whose loss is NaN used to end [finished] and hand NaN weights on (issue 34). Now its fit
+    stops at the check naming the step, the cell fails, its consumer never runs and no board row exists."""
+    root = twin_factory("nih", n=90, size=64)
+    spec = load_spec(_pipeline(tmp_path, root, producer_extra={"overrides": {"model.init_args.lr": 1.0e30}}))
+    producer, consumer = spec.cells
+    res = _bench(spec.path, tmp_path, "--leaderboard", str(tmp_path / "board"))
+    log = "".join(p.read_text() for p in (spec.runs_dir / producer.run_id).rglob("stdout.log"))
+    assert res.returncode != 0 and "the training loss became NaN or infinite by step" in log, res.stdout + log[-3000:]
+    assert "Traceback" not in log
+    assert not (spec.runs_dir / producer.run_id / "artifacts/encoder.pt").exists()
+    assert not (spec.runs_dir / consumer.run_id / "result.json").exists() and "a cell it needs failed" in res.stdout
+    assert not list((tmp_path / "board").glob("leaderboard_*.md")) or \
+        "supce" not in "".join(f.read_text() for f in (tmp_path / "board").glob("leaderboard_*.md"))
 
 
 def test_needs_resolve_after_runs_dir_anywhere_in_the_config_and_ids_do_not_depend_on_paths(tmp_path):

@@ -87,7 +87,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import generalized_box_iou_loss
 
-from ..artifacts import ArtifactError, read_artifact, save_artifact
+from ..artifacts import ArtifactError, artifact_identity, read_artifact, save_artifact
 from ..metrics import SampleStore
 from ..models.stn import (IDENTITY, PARAM_NAMES, THETA_INIT, LocalisationNet, ThoraxBoxNet, VGG16, affine_sample, mask_boxes,
                           paired_iou, sampled_window, square_crop_params, theta_matrix)
@@ -304,6 +304,7 @@ class ThoraxCrop(_AbnormalVGG):
                                 f"{list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
         self.box_net.requires_grad_(False).eval()
         self.box_producer = dict(record.get("producer", {}))
+        self.box_net.source_artifact = artifact_identity(boxes, record)  # the result names the regressor it used
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -7,6 +7,8 @@ spec gets exit status 75 and skips the cell. RUN_DIR holds ``config.yaml`` (the 
 ``cell.json`` (task, method, seed, fraction, fold, needs, produces, run id), both written by the
 launcher. Every step is idempotent:
 
+0. what an interrupted earlier process of the cell left is removed (``resume.remove_litter``: temporaries
+   of dead writers, checkpoints cut short);
 1. the artifacts the cell needs are checked before anything is built (a clear error names them);
 2. fit, resumed from the newest readable ``checkpoints/last*.ckpt`` (``weights_only=True``; unreadable
    ones moved aside), with the RNG states and the earlier rows of ``metrics.csv`` kept
@@ -37,10 +39,11 @@ from data_modules.io import atomic_write_text
 
 from ..artifacts import ArtifactError, artifact_path
 from ..callbacks import DivergedRun
+from ..files import describe_os_error, writing
 from ..results import RESULT_FILE
 from ..wandb_names import WandbNameError, check_wandb_env
 from .resume import (BUSY_EXIT, CellBusy, CellLock, FlushOnCheckpoint, ResumableCSVLogger, RNGState,
-                     newest_readable_checkpoint)
+                     newest_readable_checkpoint, remove_litter, resumed_step)
 
 
 def wandb_config(meta: dict, config: dict) -> dict:
@@ -73,9 +76,12 @@ def wandb_config(meta: dict, config: dict) -> dict:
             "twin_spec": read_manifest(data["root"]) if data.get("root") else None}
 
 
-def make_loggers(run_dir: Path, meta: dict, resume_epoch: int | None = None, config: dict | None = None) -> list:
-    # the source of truth: metrics.csv, its earlier epochs kept when the cell resumes
-    loggers = [ResumableCSVLogger(str(run_dir), keep_until_epoch=resume_epoch, name="", version="")]
+def make_loggers(run_dir: Path, meta: dict, resume_epoch: float | None = None, config: dict | None = None,
+                 resume_step: float | None = None) -> list:
+    # the source of truth: metrics.csv, its earlier epochs (and the step-logged rows before them) kept
+    # when the cell resumes
+    loggers = [ResumableCSVLogger(str(run_dir), keep_until_epoch=resume_epoch, keep_until_step=resume_step,
+                                  name="", version="")]
     if os.environ.get("CXRBENCH_WANDB", "1") != "0":
         from lightning.pytorch.loggers import WandbLogger
 
@@ -94,13 +100,16 @@ def make_loggers(run_dir: Path, meta: dict, resume_epoch: int | None = None, con
     return loggers
 
 
-def check_needs(meta: dict) -> None:
-    """Every artifact the cell consumes exists and is of its kind, before any training starts."""
+def check_needs(meta: dict) -> dict:
+    """Every artifact the cell consumes exists, is of its kind, is intact (its sha256) and comes from the
+    producer run the sweep expects, before any training starts; returns what the result records of each."""
     from ..artifacts import check_artifact
 
+    used = {}
     for role, need in (meta.get("needs") or {}).items():
-        check_artifact(need["path"], need["artifact"],
-                       consumer=f"cell {meta['run_id']} ({role} from {need['cell']}, run {need['run_id']})")
+        used[role] = check_artifact(need["path"], need["artifact"], expect_run=need["run_id"],
+                                    consumer=f"cell {meta['run_id']} ({role} from {need['cell']}, run {need['run_id']})")
+    return used
 
 
 def run_cell(run_dir: str | Path, devices: int | None = None, nodes: int = 1) -> Path:
@@ -112,19 +121,21 @@ def run_cell(run_dir: str | Path, devices: int | None = None, nodes: int = 1) ->
         return _run_cell(run_dir, devices, nodes)
 
 
-def cell_trainer(cli, callbacks: list, run_dir: Path, meta: dict, config: dict, keep, resumes: list) -> dict:
+def cell_trainer(cli, callbacks: list, run_dir: Path, meta: dict, config: dict, keep, resumes: list,
+                 keep_step=None, used: dict | None = None) -> dict:
     """The cell's Trainer arguments, given to LightningCLI when it builds the Trainer: its loggers
-    (``metrics.csv`` kept up to ``keep`` on a resume, W&B), the runner's callbacks, the checkpoint policy
+    (``metrics.csv`` kept up to epoch ``keep`` and step ``keep_step`` on a resume, W&B), the runner's
+    callbacks, the checkpoint policy
     (without a configured ModelCheckpoint, one watching the method family's own monitor; every one saving
     into ``checkpoints/`` with a ``last``) and the result writer of a cell with a task."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from ..callbacks import RecipeStamp, WandbTestMedia, WriteResult
+    from ..callbacks import RecipeStamp, StopOnNonFiniteLoss, WandbTestMedia, WriteResult
     from ..recipe import fingerprint
 
     callbacks = [c for c in callbacks if not isinstance(c, RecipeStamp)]  # the fit subcommand's; one per trainer
     callbacks += [FlushOnCheckpoint(), RNGState(), LearningRateMonitor(logging_interval="epoch"),
-                  WandbTestMedia(), RecipeStamp(fingerprint(cli.recipe))]
+                  WandbTestMedia(), RecipeStamp(fingerprint(cli.recipe)), StopOnNonFiniteLoss()]
     if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
         # Lightning's default ModelCheckpoint watches nothing: watch the family's own quantity
         monitor, mode = cli.model.monitor
@@ -142,20 +153,26 @@ def cell_trainer(cli, callbacks: list, run_dir: Path, meta: dict, config: dict, 
             w.task, w.method, w.out_dir, w.run_id, w.scale = meta["task"], meta["method"], str(run_dir), meta["run_id"], meta["scale"]
             w.seed, w.fold, w.recipe = meta["seed"], meta.get("fold"), cli.recipe
             w.extra = {"resumed": resumes} if resumes else {}
-    return {"callbacks": callbacks, "logger": make_loggers(run_dir, meta, resume_epoch=keep, config=config)}
+            if used:  # the artifacts it consumed: path, sha256 and producer run of each
+                w.extra["artifacts"] = dict(used)
+    return {"callbacks": callbacks,
+            "logger": make_loggers(run_dir, meta, resume_epoch=keep, config=config, resume_step=keep_step)}
 
 
 def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from ..lightning_cli import build_cli
+    from ..recipe import fingerprint
 
     result = run_dir / RESULT_FILE
     meta = json.loads((run_dir / "cell.json").read_text())
     produces = list(meta.get("produces") or [])
+    if rank_zero_only.rank == 0:  # the lock is held: whatever a killed process of this cell left is litter
+        remove_litter(run_dir)
     if cell_done(run_dir, meta):
         return result
-    check_needs(meta)
+    used = check_needs(meta)
     done = run_dir / "fit_done.json"
     resume = None if done.exists() else newest_readable_checkpoint(run_dir / "checkpoints")
     args = ["--config", str(run_dir / "config.yaml"), "--trainer.default_root_dir", str(run_dir),
@@ -172,11 +189,14 @@ def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
         resumes.append({"checkpoint": resume[0].name, "epoch": int(resume[1]["epoch"]),
                         "global_step": int(resume[1]["global_step"]), "at": time.strftime("%Y-%m-%d %H:%M:%S")})
         if rank_zero_only.rank == 0:  # every DDP process runs this function; one of them records the resume
-            atomic_write_text(run_dir / "resumes.json", json.dumps(resumes, indent=1))
-    # metrics.csv keeps: every row once fit is done (only the test is left), the checkpoint's epochs on a
-    # resume, nothing on a fresh start (the epochs will be trained again)
+            with writing(run_dir / "resumes.json"):
+                atomic_write_text(run_dir / "resumes.json", json.dumps(resumes, indent=1))
+    # metrics.csv keeps: every row once fit is done (only the test is left), the checkpoint's epochs (and
+    # the step-logged rows before its step) on a resume, nothing on a fresh start (all is trained again)
     keep = float("inf") if done.exists() else (resume[1]["epoch"] if resume else None)
-    setup = lambda cli, callbacks: cell_trainer(cli, callbacks, run_dir, meta, config, keep, resumes)  # noqa: E731
+    keep_step = float("inf") if done.exists() else (resumed_step(resume[1]) if resume else None)
+    setup = lambda cli, callbacks: cell_trainer(cli, callbacks, run_dir, meta, config, keep, resumes,  # noqa: E731
+                                                keep_step, used)
     cli = build_cli(args, run=False, trainer_setup=setup)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     ckpts = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
@@ -187,20 +207,24 @@ def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
         best = ckpts[0].best_model_path or ckpts[0].last_model_path
         if trainer.is_global_zero:
             tmp = run_dir / f".model.ckpt.tmp{os.getpid()}"
-            shutil.copyfile(best, tmp)
-            os.replace(tmp, kept)
+            with writing(kept):
+                shutil.copyfile(best, tmp)
+                os.replace(tmp, kept)
     if produces and trainer.is_global_zero and not all(artifact_path(run_dir, k).exists() for k in produces):
         model.load_state_dict(torch.load(kept, map_location="cpu", weights_only=True)["state_dict"])
         producer = {k: meta.get(k) for k in ("run_id", "name", "method", "seed", "fraction", "fold", "scale")}
         producer["dataset_root"] = str(dm.root)
+        producer["recipe_fingerprint"] = fingerprint(cli.recipe)
         if model.data is None:  # fit was done by an earlier process: the DataModule hands the contract here
             model.bind_data(dm.contract())
         for kind in produces:
             path = artifact_path(run_dir, kind)
             if not path.exists():
-                model.export_artifact(kind, path, producer)
+                with writing(path):
+                    model.export_artifact(kind, path, producer)
     if trainer.is_global_zero and not done.exists():
-        atomic_write_text(done, json.dumps({"kept": str(kept)}, indent=1))
+        with writing(done):
+            atomic_write_text(done, json.dumps({"kept": str(kept)}, indent=1))
     if meta.get("task"):
         trainer.test(model, dm, ckpt_path=str(kept), verbose=False, weights_only=True)
     return result
@@ -227,6 +251,9 @@ def main(argv=None) -> int:
     except CellBusy as err:
         print(f"cxrbench cell: {err}; not run twice", file=sys.stderr)
         return BUSY_EXIT
+    except OSError as err:  # a read-only or full runs folder, or one removed under the cell: the path, in one line
+        print(f"cxrbench cell: error: {describe_os_error(err, args.run_dir)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -21,6 +21,7 @@ import yaml
 from data_modules.io import atomic_write_text
 
 from ..artifacts import ArtifactError, check_artifact
+from ..files import writing
 from ..results import RESULT_FILE
 from .cell import cell_done
 from .resume import BUSY_EXIT
@@ -102,9 +103,12 @@ def check_layouts(spec: Spec) -> list[str]:
 
 def write_cell(spec: Spec, cell: Cell) -> Path:
     d = spec.runs_dir / cell.run_id
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(d / "config.yaml", yaml.safe_dump(cell.resolved_config(spec.runs_dir), sort_keys=True))
-    atomic_write_text(d / "cell.json", json.dumps(_meta(spec, cell), indent=1))
+    with writing(d):  # a read-only or full runs folder stops the sweep with one line naming it
+        d.mkdir(parents=True, exist_ok=True)
+    for name, text in (("config.yaml", yaml.safe_dump(cell.resolved_config(spec.runs_dir), sort_keys=True)),
+                       ("cell.json", json.dumps(_meta(spec, cell), indent=1))):
+        with writing(d / name):
+            atomic_write_text(d / name, text)
     return d
 
 
@@ -139,6 +143,19 @@ def missing_needs(spec: Spec, cell: Cell) -> str | None:
         except ArtifactError as err:
             return str(err)
     return None
+
+
+CELL_ERROR = "cxrbench cell: error: "
+
+
+def cell_error(run_dir: Path) -> str:
+    """The one-line reason a cell process gave for stopping (the last such line of its stdout.log), or ""."""
+    try:
+        lines = (run_dir / "stdout.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    said = [line[len(CELL_ERROR):] for line in lines if line.startswith(CELL_ERROR)]
+    return said[-1] if said else ""
 
 
 def headline(run_dir: Path) -> str:
@@ -191,7 +208,9 @@ def run_local(spec: Spec, devices: int | None = None, parallel: int = 1, log=pri
     def launch(cell: Cell, slot: str | None, d: Path) -> int:
         cmd = [sys.executable, "-m", "cxrbench.runner.cell", str(d)] + (["--devices", str(devices)] if devices else [])
         env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": slot} if slot is not None else {}))
-        with open(d / "stdout.log", "a") as out:
+        with writing(d / "stdout.log"):
+            out = open(d / "stdout.log", "a")
+        with out:
             return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -242,7 +261,9 @@ def run_local(spec: Spec, devices: int | None = None, parallel: int = 1, log=pri
                     log(f"{tag(k)} [busy]    {cell.run_id}: another launcher is running it; not run twice")
                 elif rc != 0 or status(spec, cell) != "done":
                     failed.add(cell.run_id)
-                    log(f"{tag(k)} [failed]  {cell.run_id} (exit {rc}); see {d / 'stdout.log'}")
+                    why = cell_error(d)
+                    log(f"{tag(k)} [failed]  {cell.run_id} (exit {rc}){': ' + why if why else ''}; "
+                        f"see {d / 'stdout.log'}")
                 else:
                     durations.append(time.time() - t0)
                     finished.add(cell.run_id)

@@ -10,9 +10,12 @@
   ``checkpoints/unreadable/`` with a message, so Lightning writes the next ``last.ckpt`` in place and
   every later interruption still resumes.
 - ``ResumableCSVLogger``: Lightning's CSVLogger deletes ``metrics.csv`` when its folder is not empty;
-  this one keeps the rows of the epochs a resumed run will not repeat (epoch ≤ the checkpoint's),
-  so the log holds every epoch exactly once. ``FlushOnCheckpoint`` writes the log before each
+  this one keeps the rows of the epochs a resumed run will not repeat (epoch ≤ the checkpoint's, and
+  the rows without an epoch, LearningRateMonitor's, logged before the checkpoint's step), so the log
+  holds every row exactly once. ``FlushOnCheckpoint`` writes the log before each
   checkpoint, so the rows a checkpoint covers are on disk whenever the checkpoint is.
+- ``remove_litter``: what interrupted writes left in a cell's folder (temporaries of dead writers,
+  checkpoints cut short), removed when the cell runs again.
 - ``RNGState``: the torch, numpy and Python RNG states saved in every checkpoint (as tensors and
   plain lists: ``weights_only``-loadable) and restored on resume: the next epoch's shuffle and
   augmentations are those of the uninterrupted run.
@@ -92,19 +95,39 @@ def newest_readable_checkpoint(folder: Path, log=print) -> tuple[Path, dict] | N
     return None
 
 
-class ResumableCSVLogger(CSVLogger):
-    """A CSVLogger that, resuming after ``keep_until_epoch``, keeps the earlier rows of ``metrics.csv``."""
+def remove_litter(run_dir: Path, log=print) -> None:
+    """What interrupted writes left in a cell's folder, removed before the cell runs again (its lock held,
+    so nothing else writes there): temporaries of writers that are gone (``.encoder.pt.tmp<pid>``,
+    ``.heatmaps.tmp<pid>/``, ``.model.ckpt.tmp<pid>``, ``.result.json.tmp<pid>``) and checkpoints a kill
+    cut short (also those set aside in ``checkpoints/unreadable/``)."""
+    from ..files import remove_interrupted_writes, remove_truncated_checkpoints
 
-    def __init__(self, save_dir: str, keep_until_epoch: float | None = None, **kwargs):
+    for folder in (run_dir, run_dir / "artifacts", run_dir / "checkpoints"):
+        remove_interrupted_writes(folder, log=log)
+    remove_truncated_checkpoints(run_dir / "checkpoints", log=log)
+
+
+def resumed_step(checkpoint: dict) -> int:
+    """The logging step a resumed fit starts at (Lightning's ``_batches_that_stepped``, the ``step`` of
+    ``metrics.csv``): every row logged at that step or later is logged again."""
+    loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    return int((loop.get("epoch_loop.state_dict") or {}).get("_batches_that_stepped", checkpoint.get("global_step", 0)))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """A CSVLogger that, resuming after ``keep_until_epoch``, keeps the earlier rows of ``metrics.csv``:
+    those of the epochs up to it, and the rows logged without an epoch (LearningRateMonitor's) before
+    ``keep_until_step`` (``resumed_step``: the resumed fit logs the later ones again)."""
+
+    def __init__(self, save_dir: str, keep_until_epoch: float | None = None, keep_until_step: float | None = None,
+                 **kwargs):
         super().__init__(save_dir, **kwargs)
         self._kept: list[dict] = []
         metrics = Path(save_dir) / "metrics.csv"
         if keep_until_epoch is not None and metrics.is_file():
             with open(metrics, newline="") as f:
-                for row in csv.DictReader(f):
-                    epoch = row.get("epoch", "")
-                    if epoch != "" and float(epoch) <= keep_until_epoch:
-                        self._kept.append({k: v for k, v in row.items() if v not in ("", None)})
+                self._kept = [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)
+                              if _kept_row(row, keep_until_epoch, keep_until_step)]
 
     @property
     def experiment(self):
@@ -116,6 +139,14 @@ class ResumableCSVLogger(CSVLogger):
             exp.metrics = self._kept + exp.metrics  # written with the first save, before any new row
             self._kept = []
         return exp
+
+
+def _kept_row(row: dict, keep_until_epoch: float, keep_until_step: float | None) -> bool:
+    epoch, step = row.get("epoch") or "", row.get("step") or ""
+    if epoch != "":
+        return float(epoch) <= keep_until_epoch
+    # no epoch: a row a callback logged by step (the learning rate at each epoch's start)
+    return keep_until_step is not None and step != "" and float(step) < keep_until_step
 
 
 class FlushOnCheckpoint(L.Callback):

@@ -78,11 +78,20 @@ changed config, dataset or producer is a new run.
 ``load_spec`` is four steps: parse (``spec_yaml.read_spec``: YAML, includes, overlay), validate (each
 cell's keys, task, data, config, seeds/fractions/folds, needs), expand (seeds × fractions × folds,
 each consumer matched to its producer's run) and resolve (each run's config).
+
+Validation refuses, before any cell runs (so also in ``--dry-run``), naming the file, the cell and the
+key, what would otherwise pass silently: a method that is no registered name, nor one with a variant
+after a dash (``amm-densenet121``), nor ``random`` (a misspelling would become a leaderboard row of its
+own; the closest name is suggested); an override, or a default, of a key the sweep sets itself for every
+run (``SWEEP_OWNED``: seed, data root, fraction, fold, run folder, logger, the runner's checkpoint and
+result callbacks' arguments), which would be silently replaced; folds of a dataset without folds, or
+outside its ``n_folds``.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import os
@@ -326,8 +335,166 @@ def _validate_cell(c, where: str, data: dict, tasks: set[str], earlier: dict[str
     if used - set(needs):
         raise SpecError(f"{where}: uses ${{needs.{sorted(used - set(needs))[0]}}} but needs only "
                         f"{sorted(needs) or 'nothing'}")
+    _check_sweep_owned(overrides, set(c.get("overrides") or {}), where)
+    effective = _with_overrides(config, overrides)
+    _check_method(str(c["method"]), effective, where)
+    _check_folds(folds, effective, where)
     return _Entry(c["name"], where, task, str(c["method"]), config, c["data"], seeds, fractions, folds, needs,
                   overrides, produces)
+
+
+# ------------------------------------------------------------------------- what a cell may not say
+#: Keys the sweep sets for every run itself: an override of one would be silently replaced (the run and
+#: its record would say one thing, the override another), so it is refused, naming what sets it.
+SWEEP_OWNED = {
+    "seed_everything": "the cell's seeds: [...]",
+    "data.init_args.root": "the spec's data: entry of the cell's dataset (its root)",
+    "data.init_args.fraction": "the cell's fractions: [...]",
+    "data.init_args.fold": "the cell's folds: [...]",
+    "trainer.default_root_dir": "runs_dir (each run writes into runs_dir/RUN_ID)",
+    "trainer.logger": "the runner (metrics.csv in the run folder, and W&B)",
+    "trainer.enable_progress_bar": "the runner (off: a cell's output is its stdout.log)",
+}
+#: Callback arguments the runner sets on every run (``cell.cell_trainer``), by the callback's class name.
+SWEEP_OWNED_CALLBACK_ARGS = {
+    "ModelCheckpoint": {"dirpath": "the runner (the run's checkpoints/ folder)",
+                        "save_last": "the runner (always on: a killed cell resumes from it)"},
+    "WriteResult": {k: "the runner (the cell's own task, method, seed, fold and run folder)"
+                    for k in ("task", "method", "out_dir", "run_id", "seed", "fold", "scale")},
+}
+#: The value the runner gives such an argument where it is always the same: an override saying so is kept.
+RUNNER_VALUES = {"save_last": True}
+
+
+def _set_paths(key: str, value) -> list[tuple[str, object]]:
+    """The dotted keys an override sets, down to its leaves (``data: {init_args: {fraction: x}}`` sets
+    ``data.init_args.fraction``), with their values."""
+    if isinstance(value, dict) and value:
+        return [p for k, v in value.items() for p in _set_paths(f"{key}.{k}", v)]
+    return [(key, value)]
+
+
+def _owned_callback_args(key: str, callbacks) -> list[tuple[str, str]]:
+    if key != "trainer.callbacks" or not isinstance(callbacks, list):
+        return []
+    found = []
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, dict):
+            continue
+        owned = SWEEP_OWNED_CALLBACK_ARGS.get(str(cb.get("class_path", "")).rpartition(".")[2], {})
+        found += [(f"{key}[{i}].init_args.{arg}", owned[arg]) for arg, value in (cb.get("init_args") or {}).items()
+                  if arg in owned and not (arg in RUNNER_VALUES and value == RUNNER_VALUES[arg])]
+    return found
+
+
+def _sweep_owned(key: str, value) -> list[tuple[str, str]]:
+    """(dotted key, what sets it) of every sweep-owned key that the override ``key: value`` sets."""
+    found = []
+    for path, leaf in _set_paths(key, value):
+        found += [(path, owner) for owned, owner in SWEEP_OWNED.items()
+                  if path == owned or path.startswith(owned + ".")]
+        found += _owned_callback_args(path, leaf)
+    return found
+
+
+def _check_sweep_owned(overrides: dict, own_keys: set[str], where: str) -> None:
+    """``own_keys``: the cell's own overrides; the others came from the spec's defaults."""
+    for key, value in overrides.items():
+        owned = _sweep_owned(key, value)
+        if owned:
+            path, owner = owned[0]
+            origin = "" if key in own_keys else " (from the spec's defaults)"
+            raise SpecError(f"{where}: overrides {path}, which the sweep sets itself for every run from {owner}: "
+                            f"the override{origin} would be silently replaced; set it there")
+
+
+#: Row names that are no registered method: the baseline without any pretraining (a random encoder).
+ROWS_WITHOUT_METHOD = ("random",)
+
+
+def _check_method(name: str, config: dict, where: str) -> None:
+    """The cell's method (its leaderboard row) is a registered method, a registered name with a variant
+    after a dash (``amm-densenet121``, ``simclr-crop``, ``gmml-covid``), or a row without a method
+    (``random``): a misspelled name would become a row of its own."""
+    registered, unimported = _registered_methods(config)
+    if _is_row_of(name, registered):
+        return
+    close = difflib.get_close_matches(name, sorted(registered) + list(ROWS_WITHOUT_METHOD), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise SpecError(f"{where}: method {name!r} is no registered method, so it would become a leaderboard row of "
+                    f"its own; {hint}a cell's method is a registered name ({', '.join(sorted(registered))}), "
+                    f"such a name with a variant after a dash (amm-densenet121), or {' / '.join(ROWS_WITHOUT_METHOD)}"
+                    + (f" ({unimported})" if unimported else ""))
+
+
+def _is_row_of(name: str, registered) -> bool:
+    return name in ROWS_WITHOUT_METHOD or any(name == m or name.startswith(m + "-") for m in registered)
+
+
+def _registered_methods(config: dict) -> tuple[set[str], str]:
+    """The registry, with the cell's own model imported first (a method registered outside cxrbench,
+    e.g. a user's module on PYTHONPATH, registers itself when its module is imported), and why that
+    module could not be imported ("" when it could)."""
+    import importlib
+
+    from ..methods import METHODS
+
+    module = str(((config.get("model") or {}).get("class_path")) or "").rpartition(".")[0]
+    problem = ""
+    if module:
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # noqa: BLE001 — any failure leaves its methods unregistered: say why
+            problem = f"the cell's model module {module} could not be imported: {type(err).__name__}: {err}"
+    return set(METHODS), problem
+
+
+def _init_parameters(cls) -> dict:
+    """The arguments ``cls(...)`` takes, following ``**kwargs`` up the base classes."""
+    import inspect
+
+    params: dict = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        sig = inspect.signature(klass.__init__)
+        params.update({k: p for k, p in sig.parameters.items() if k != "self" and k not in params
+                       and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)})
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            break
+    return params
+
+
+def _data_class(config: dict):
+    import importlib
+
+    module, _, name = str((config.get("data") or {}).get("class_path") or "").rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError):
+        return None  # the config check before the sweep names it
+
+
+def _check_folds(folds: list, config: dict, where: str) -> None:
+    """``folds:`` of a dataset with cross-validation, each in ``[0, n_folds)`` (the config's n_folds or
+    the DataModule's default). Unchecked, a fold the dataset lacks would fail only when its cell starts,
+    after every producer before it has trained."""
+    cls = _data_class(config)
+    if folds == [None] or cls is None:
+        return
+    params = _init_parameters(cls)
+    if "fold" not in params:
+        raise SpecError(f"{where}: folds: {cls.__name__} has no folds (its DataModule takes no fold argument); "
+                        "drop folds:")
+    if "n_folds" not in params:
+        return
+    n = ((config.get("data") or {}).get("init_args") or {}).get("n_folds", params["n_folds"].default)
+    if not isinstance(n, int) or isinstance(n, bool):
+        return  # required or not a number: the config check before the sweep names it
+    for fold in folds:
+        if not 0 <= fold < n:
+            raise SpecError(f"{where}: folds: fold {fold} is outside {cls.__name__}'s {n} folds (0..{n - 1}); "
+                            "set data.init_args.n_folds for more")
 
 
 def _validate_need(role: str, n, where: str, earlier: dict[str, _Entry]) -> dict:
@@ -381,11 +548,16 @@ def _producer_run(e: _Entry, role: str, n: dict, seed: int, fraction: float, fol
 
 
 # ----------------------------------------------------------------------------------------- resolve
+def _with_overrides(config: dict, overrides: dict) -> dict:
+    cfg = copy.deepcopy(config)
+    for key, value in overrides.items():
+        _set_dotted(cfg, key, copy.deepcopy(value))
+    return cfg
+
+
 def _run_config(e: _Entry, seed: int, fraction: float, fold: int | None, root: str) -> dict:
     """The entry's config with its overrides, then the run's seed, data root, fraction and fold."""
-    cfg = copy.deepcopy(e.config)
-    for key, value in e.overrides.items():
-        _set_dotted(cfg, key, copy.deepcopy(value))
+    cfg = _with_overrides(e.config, e.overrides)
     _set_dotted(cfg, "seed_everything", int(seed))
     _set_dotted(cfg, "data.init_args.root", root)
     _set_dotted(cfg, "data.init_args.fraction", float(fraction))
