@@ -61,7 +61,8 @@ BOARDS = (
           row_by_task=True),
     Board("dice", "Segmentation: per-image Dice (empty vs empty = 1), IoU, HD95",
           ("lung-seg", "siim-seg"),
-          (("dice/mean", "Dice"), ("dice_pos/mean", "Dice (positives)"), ("iou/mean", "IoU"), ("hd95/mean", "HD95 (px of the model input)"))),
+          (("dice/mean", "Dice"), ("dice_pos/mean", "Dice (positives)"), ("iou/mean", "IoU"),
+           ("hd95/mean", "HD95 (px of the original image)"), ("hd95_input/mean", "HD95 (px of the model input)"))),
 )
 
 

@@ -163,6 +163,7 @@ class CXRDataset(Dataset):
         }
         if "mask" in sample:
             out["mask"] = sample["mask"].as_subclass(torch.Tensor)
+            out["orig_size"] = torch.tensor([h0, w0])  # the file's (H, W): distances in its pixels (HD95)
         if boxes is not None:
             out["boxes"] = sample["boxes"].as_subclass(torch.Tensor)
             out["box_labels"] = torch.from_numpy(boxes[1])

@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import average_precision_score, classification_report, roc_auc_score
 
 from cxrbench.metrics import (MetricInputError, SampleStore, auc, bootstrap_ci, check_probabilities,
-                              confusion_rates, dice_iou, hd95, pr_auc, segmentation_scores,
+                              SegmentationMetric, confusion_rates, dice_iou, hd95, pr_auc, segmentation_scores,
                               threshold_at_recall, weighted_report)
 
 
@@ -100,6 +100,31 @@ def test_dice_iou_hd95_hand_computed_cases():
     p1, g1 = single.clone(), single.clone()
     p1[0, 3, 3], g1[0, 3, 10] = True, True
     assert float(hd95(p1, g1)[0]) == pytest.approx(7.0)
+    # in pixels of the original image: a mask pixel is 4 rows × 2 columns of a 64 × 32 file
+    assert float(hd95(p1, g1, spacing=[[4.0, 2.0]])[0]) == pytest.approx(14.0)  # a column shift of 7
+    h = hd95(pred, gt, spacing=torch.tensor([[4.0, 2.0]] * 5))
+    assert h[3] == pytest.approx(8.0) and h[1] == pytest.approx(math.hypot(64, 32))  # the file's diagonal
+    store = SegmentationMetric()
+    store.update(torch.arange(5), pred, gt, spacing=torch.tensor([[4.0, 2.0]] * 5))
+    got = store.compute()  # both units: the file's pixels (headline) and the model input's (papers at input size)
+    assert got["hd95"] == pytest.approx(float(h.mean())) and got["hd95_input"] == pytest.approx(float(hd95(pred, gt).mean()))
+
+
+def test_segmentation_batches_carry_the_original_size_and_hd95_is_read_in_its_pixels(twin_factory, tmp_path):
+    """HD95 used to be in pixels of the model input (a 64 px run's HD95 beside a 1024 px paper number)."""
+    from cxrbench.methods.segmentation import original_pixels
+    from data_modules import Lungs
+
+    root = twin_factory("lungs", n=40, size=96, seed=3)
+    dm = Lungs(root, image_size=48, eval_size=48, cache_size=96, batch_size=4, num_workers=0,
+               cache_dir=str(tmp_path / "c"))
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    from PIL import Image
+
+    files = dm.index.meta["path"].iloc[batch["index"].numpy()]
+    assert batch["orig_size"].tolist() == [list(Image.open(f).size[::-1]) for f in files]  # (H, W) of each file
+    assert torch.equal(original_pixels(batch, batch["mask"]), batch["orig_size"].double() / 48)
 
 
 def test_bad_metric_input_is_refused():

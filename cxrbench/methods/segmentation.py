@@ -8,8 +8,9 @@ logits at the image's size. Everything else is identical for every segmenter:
 - test: per evaluation split, the masks thresholded at ``threshold`` and scored per image at the
   DataModule's evaluation size by ``cxrbench.metrics.SegmentationMetric`` (DDP-correct): ``dice/mean``
   (empty vs empty = 1), ``dice_pos/mean`` (images with a structure only), ``iou/mean``,
-  ``iou_pos/mean``, ``hd95/mean`` (a missed or hallucinated structure scores the image diagonal,
-  counted in ``hd95_missed``), ``empty_correct``, ``n_images``, ``n_positive``.
+  ``iou_pos/mean``, ``hd95/mean`` in pixels of the original image file and ``hd95_input/mean`` in
+  pixels of the model input (a missed or hallucinated structure scores the image diagonal, counted in
+  ``hd95_missed``), ``empty_correct``, ``n_images``, ``n_positive``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ from ..metrics import SegmentationMetric
 from .base import Method
 
 LOSSES = ("dice", "dice+bce")
+
+
+def original_pixels(batch, masks: torch.Tensor) -> torch.Tensor | None:
+    """Pixels of each image file per mask pixel, [B, 2] (row, column): HD95 in the file's pixels. The
+    test transforms of the segmentation presets resize the whole image, so the ratio of the two sizes is
+    the scale; a batch without ``orig_size`` (not from a cxrbench DataModule) stays in mask pixels."""
+    if "orig_size" not in batch:
+        return None
+    h, w = masks.shape[-2:]
+    return batch["orig_size"].double().cpu() / torch.tensor([h, w], dtype=torch.float64)
 
 
 class SegmentationMethod(Method):
@@ -90,7 +101,8 @@ class SegmentationMethod(Method):
         split = self.split_name(dataloader_idx)
         if split not in self.eval_metrics:
             self.eval_metrics[split] = SegmentationMetric(with_hd95=self.with_hd95).to(self.device)
-        self.eval_metrics[split].update(batch["index"], self.predict_masks(self(batch["image"])), batch["mask"])
+        masks = self.predict_masks(self(batch["image"]))
+        self.eval_metrics[split].update(batch["index"], masks, batch["mask"], spacing=original_pixels(batch, masks))
 
     def on_test_epoch_end(self):
         out: dict[str, float] = {}
@@ -101,7 +113,7 @@ class SegmentationMethod(Method):
                                             for k, v in per.items()}
             metric.reset()
             prefix = "" if split == "test" else f"{split}/"
-            for k in ("dice", "dice_pos", "iou", "iou_pos", "hd95"):
+            for k in ("dice", "dice_pos", "iou", "iou_pos", "hd95", "hd95_input"):
                 if k in got:
                     out[f"{prefix}{k}/mean"] = got[k]
             for k in ("hd95_missed", "empty_correct", "n_images", "n_positive"):

@@ -6,7 +6,11 @@
   and the share of empty truths predicted empty.
 - HD95 (MONAI ``compute_hausdorff_distance``, percentile 95): both empty = 0; exactly one empty is a
   missed (or hallucinated) structure and scores the image diagonal — counted in the mean and in
-  ``hd95_missed``, never dropped as MONAI's NaN would be.
+  ``hd95_missed``, never dropped as MONAI's NaN would be. ``spacing`` (per image, (row, column): the
+  size of a mask pixel in the unit wanted) gives distances in that unit: the segmentation family passes
+  the original image's pixels per model pixel, so HD95 is in pixels of the image file whatever size
+  the model ran at (a 64 px twin run and a 1024 px one are read on one scale); ``hd95_input`` keeps it
+  in pixels of the model's input, the unit a paper that reports pixels at its input size uses.
 """
 
 from __future__ import annotations
@@ -57,22 +61,26 @@ def dice_iou(pred, target) -> dict[str, torch.Tensor]:
     return {"dice": dice, "iou": iou, "target_empty": empty_t, "pred_empty": empty_p}
 
 
-def hd95(pred, target) -> torch.Tensor:
-    """Per-image 95th-percentile Hausdorff distance in pixels, [B], with the empty policy above."""
+def hd95(pred, target, spacing=None) -> torch.Tensor:
+    """Per-image 95th-percentile Hausdorff distance, [B], with the empty policy above: in mask pixels, or
+    in the unit of ``spacing`` ([B, 2] or one (row, column) pair: the size of a mask pixel)."""
     from monai.metrics import compute_hausdorff_distance
 
     p, t = _masks(pred, target)
     out = torch.zeros(p.shape[0], dtype=torch.float64)
-    diag = math.hypot(p.shape[-2], p.shape[-1])
+    step = torch.ones(p.shape[0], 2, dtype=torch.float64) if spacing is None else \
+        torch.as_tensor(spacing, dtype=torch.float64).cpu().reshape(-1, 2).expand(p.shape[0], 2)
+    diag = torch.hypot(p.shape[-2] * step[:, 0], p.shape[-1] * step[:, 1])
     pe, te = p.flatten(1).sum(1) == 0, t.flatten(1).sum(1) == 0
-    both = ~pe & ~te
+    both = (~pe & ~te).cpu()
     if both.any():
         with warnings.catch_warnings():  # MONAI warns about its own deprecated internals
             warnings.simplefilter("ignore", FutureWarning)
             d = compute_hausdorff_distance(p[both, None].float(), t[both, None].float(), include_background=True,
-                                           percentile=95)
+                                           percentile=95, spacing=step[both].tolist())
         out[both] = d.reshape(-1).double().cpu()
-    out[pe ^ te] = diag
+    missed = (pe ^ te).cpu()
+    out[missed] = diag[missed]
     return out
 
 
@@ -87,9 +95,11 @@ def summarize(per_image: dict[str, torch.Tensor]) -> dict[str, float]:
         "empty_correct": float((pe[te]).double().mean()) if te.any() else math.nan,
         "n_images": int(len(dice)), "n_positive": int((~te).sum()),
     }
+    for key in ("hd95", "hd95_input"):
+        if key in per_image:
+            h = per_image[key].double()
+            out[key] = float(h.mean()) if len(h) else math.nan
     if "hd95" in per_image:
-        h = per_image["hd95"].double()
-        out["hd95"] = float(h.mean()) if len(h) else math.nan
         out["hd95_missed"] = int((te ^ pe).sum())
     return out
 
@@ -105,18 +115,20 @@ class SegmentationMetric(SampleStore):
     """Per-image Dice/IoU/HD95 collected across DDP ranks; ``compute()`` gives ``summarize``'s dict."""
 
     def __init__(self, with_hd95: bool = True, **kwargs):
-        super().__init__(("dice", "iou", "target_empty", "pred_empty", "hd95"), **kwargs)
+        super().__init__(("dice", "iou", "target_empty", "pred_empty", "hd95", "hd95_input"), **kwargs)
         self.with_hd95 = with_hd95
 
-    def update(self, index, pred, target) -> None:  # type: ignore[override]
+    def update(self, index, pred, target, spacing=None) -> None:  # type: ignore[override]
         per = dice_iou(pred, target)
-        per["hd95"] = hd95(pred, target) if self.with_hd95 else torch.full_like(per["dice"], math.nan)
+        none = torch.full_like(per["dice"], math.nan)
+        per["hd95_input"] = hd95(pred, target) if self.with_hd95 else none
+        per["hd95"] = (per["hd95_input"] if spacing is None else hd95(pred, target, spacing)) if self.with_hd95 else none
         super().update(index, **{k: v.to(self.device) for k, v in per.items()})
 
     def compute(self) -> dict[str, float]:  # type: ignore[override]
         per = super().compute()
         if not self.with_hd95:
-            per.pop("hd95")
+            per.pop("hd95"), per.pop("hd95_input")
         return summarize(per)
 
     def per_image(self) -> dict[str, torch.Tensor]:
@@ -125,7 +137,7 @@ class SegmentationMetric(SampleStore):
         with self.sync_context(should_sync=self._to_sync, should_unsync=True):
             per = SampleStore.compute(self)
         if not self.with_hd95:
-            per.pop("hd95")
+            per.pop("hd95"), per.pop("hd95_input")
         return per
 
 
