@@ -56,78 +56,12 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .runner.launch import check_configs, prepare_data, run_local, run_slurm, status
-    from .runner.spec import load_spec
-    from .wandb_names import check_wandb_env
+    from .runner.bench import BenchOptions, bench
 
-    check_wandb_env()  # a malformed WANDB_PROJECT/WANDB_ENTITY stops the sweep before any data or run folder is made
-    spec = load_spec(args.spec, runs_dir=args.runs_dir)
-    if args.only:
-        added = spec.select(args.only)
-        if added:
-            print(f"--only: also running the producers these cells need: {', '.join(added)}")
-    errors = check_configs(spec)
-    if args.dry_run:
-        print(f"sweep {spec.name} ({spec.scale}): {len(spec.cells)} cells -> {spec.runs_dir}")
-        for c in spec.cells:
-            needs = "".join(f" needs {r}={n.cell}:{n.artifact}" for r, n in c.needs.items())
-            makes = f" produces {','.join(c.produces)}" if c.produces else ""
-            fold = "" if c.fold is None else f" fold={c.fold}"
-            print(f"  [{status(spec, c):8s}] {c.run_id}  task={c.task or '-'} method={c.method} seed={c.seed} "
-                  f"fraction={c.fraction:g}{fold}{makes}{needs}")
-    if errors:
-        print(f"{spec.path}: {len(errors)} cell config(s) the LightningCLI parser refuses; nothing was run:",
-              file=sys.stderr)
-        for e in errors:
-            print(f"  {e}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        from .runner.launch import check_layouts, missing_roots
-
-        absent = missing_roots(spec)
-        for p in [f"missing dataset(s): {', '.join(absent)}"] if absent else check_layouts(spec):
-            print(f"  data: {p}")
-        return 0
-    if args.estimate:
-        from .runner.estimate import estimate
-
-        prepare_data(spec)
-        estimate(spec)
-        return 0
-    if args.nodes > 1 and args.launcher == "local":
-        print("cxrbench bench: error: --nodes > 1 needs --launcher slurm (a cell across nodes is a SLURM job)",
-              file=sys.stderr)
-        return 2
-    if args.parallel > 1 and args.launcher != "local":
-        print("cxrbench bench: error: --parallel is for the local launcher; SLURM runs every cell as its own job",
-              file=sys.stderr)
-        return 2
-    prepare_data(spec)
-    if args.launcher == "local":
-        failed = run_local(spec, args.devices, parallel=args.parallel)
-    else:
-        from .runner.launch import submit_leaderboard
-
-        jobs = run_slurm(spec, args.devices or 1, nodes=args.nodes, partition=args.partition,
-                         timeout_min=args.timeout_min, cluster="debug" if args.launcher == "debug" else None)
-        failed = []
-        if args.launcher == "slurm":
-            if args.leaderboard:  # built by a job that waits for every cell job, never from a half-finished sweep
-                job = submit_leaderboard(spec, jobs, args.leaderboard, partition=args.partition)
-                print(f"[submitted] leaderboards -> {args.leaderboard} as job {job.job_id} (after every cell job)")
-            return 0
-        for j in jobs:
-            j.result()
-    if args.leaderboard:
-        from .leaderboard import build_leaderboards
-        from .references import load_references
-
-        for p in build_leaderboards(spec.runs_dir, args.leaderboard, references=load_references(spec.references)):
-            print(f"wrote {p}")
-    if failed:
-        print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return bench(BenchOptions(
+        spec=args.spec, runs_dir=args.runs_dir, only=tuple(args.only or ()), dry_run=args.dry_run,
+        estimate=args.estimate, launcher=args.launcher, devices=args.devices, nodes=args.nodes,
+        parallel=args.parallel, partition=args.partition, timeout_min=args.timeout_min, leaderboard=args.leaderboard))
 
 
 def build_parser() -> argparse.ArgumentParser:

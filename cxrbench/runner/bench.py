@@ -1,0 +1,134 @@
+"""``cxrbench bench SPEC``: the sweep command's policy, in the order it applies — load and select the
+spec, check every cell's config, then exactly one of: print the dry run, estimate the cost, or launch
+(locally or on SLURM) and build the leaderboards. ``cxrbench.cli`` only parses the arguments."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from .spec import Spec, load_spec
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What the command line asks of a sweep (``cxrbench bench --help`` says each)."""
+
+    spec: str
+    runs_dir: str | None = None
+    only: tuple[str, ...] = ()
+    dry_run: bool = False
+    estimate: bool = False
+    launcher: str = "local"  # local | slurm | debug
+    devices: int | None = None
+    nodes: int = 1
+    parallel: int = 1
+    partition: str | None = None
+    timeout_min: int = 24 * 60
+    leaderboard: str | None = None
+
+
+def bench(opts: BenchOptions) -> int:
+    """Run the sweep as ``opts`` asks; the exit status: 0 done, 1 some cell failed, 2 refused."""
+    from ..wandb_names import check_wandb_env
+
+    check_wandb_env()  # a malformed WANDB_PROJECT/WANDB_ENTITY stops the sweep before any data or run folder is made
+    spec = select(load_spec(opts.spec, runs_dir=opts.runs_dir), opts.only)
+    problem = launcher_problem(opts)
+    if problem:
+        print(f"cxrbench bench: error: {problem}", file=sys.stderr)
+        return 2
+    from .launch import check_configs
+
+    errors = check_configs(spec)
+    if opts.dry_run:
+        print_cells(spec)
+    if errors:
+        print(f"{spec.path}: {len(errors)} cell config(s) the LightningCLI parser refuses; nothing was run:",
+              file=sys.stderr)
+        for e in errors:
+            print(f"  {e}", file=sys.stderr)
+        return 2
+    if opts.dry_run:
+        print_data_problems(spec)
+        return 0
+    if opts.estimate:
+        from .estimate import estimate
+        from .launch import prepare_data
+
+        prepare_data(spec)
+        estimate(spec)
+        return 0
+    return launch(spec, opts)
+
+
+def select(spec: Spec, only: tuple[str, ...]) -> Spec:
+    if only:
+        added = spec.select(list(only))
+        if added:
+            print(f"--only: also running the producers these cells need: {', '.join(added)}")
+    return spec
+
+
+def launcher_problem(opts: BenchOptions) -> str | None:
+    """Launcher options that cannot go together, before anything is prepared."""
+    if opts.nodes > 1 and opts.launcher == "local":
+        return "--nodes > 1 needs --launcher slurm (a cell across nodes is a SLURM job)"
+    if opts.parallel > 1 and opts.launcher != "local":
+        return "--parallel is for the local launcher; SLURM runs every cell as its own job"
+    return None
+
+
+def print_cells(spec: Spec) -> None:
+    """The dry run: every cell with its id, status, needs and products."""
+    from .launch import status
+
+    print(f"sweep {spec.name} ({spec.scale}): {len(spec.cells)} cells -> {spec.runs_dir}")
+    for c in spec.cells:
+        needs = "".join(f" needs {r}={n.cell}:{n.artifact}" for r, n in c.needs.items())
+        makes = f" produces {','.join(c.produces)}" if c.produces else ""
+        fold = "" if c.fold is None else f" fold={c.fold}"
+        print(f"  [{status(spec, c):8s}] {c.run_id}  task={c.task or '-'} method={c.method} seed={c.seed} "
+              f"fraction={c.fraction:g}{fold}{makes}{needs}")
+
+
+def print_data_problems(spec: Spec) -> None:
+    from .launch import check_layouts, missing_roots
+
+    absent = missing_roots(spec)
+    for p in [f"missing dataset(s): {', '.join(absent)}"] if absent else check_layouts(spec):
+        print(f"  data: {p}")
+
+
+def launch(spec: Spec, opts: BenchOptions) -> int:
+    """Prepare the data, run every cell (locally, or as SLURM jobs), then the leaderboards."""
+    from .launch import prepare_data, run_local, run_slurm, submit_leaderboard
+
+    prepare_data(spec)
+    if opts.launcher == "local":
+        failed = run_local(spec, opts.devices, parallel=opts.parallel)
+    else:
+        jobs = run_slurm(spec, opts.devices or 1, nodes=opts.nodes, partition=opts.partition,
+                         timeout_min=opts.timeout_min, cluster="debug" if opts.launcher == "debug" else None)
+        if opts.launcher == "slurm":
+            if opts.leaderboard:  # built by a job that waits for every cell job, never from a half-finished sweep
+                job = submit_leaderboard(spec, jobs, opts.leaderboard, partition=opts.partition)
+                print(f"[submitted] leaderboards -> {opts.leaderboard} as job {job.job_id} (after every cell job)")
+            return 0
+        for j in jobs:
+            j.result()
+        failed = []
+    if opts.leaderboard:
+        write_boards(spec, opts.leaderboard)
+    if failed:
+        print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_boards(spec: Spec, out: str) -> None:
+    from ..leaderboard import build_leaderboards
+    from ..references import load_references
+
+    for p in build_leaderboards(spec.runs_dir, out, references=load_references(spec.references)):
+        print(f"wrote {p}")
