@@ -15,6 +15,7 @@ import torch
 from cxrbench.methods import AMM, GAPBaseline
 from cxrbench.models.amm_head import AMMHead, SameAvgPool2x2
 from data_modules.transforms import to_float
+from test_cli_runs import tiny_config
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,13 +140,7 @@ def _cli(*args, cwd):
 
 def test_cli_fit_then_test_writes_a_result_the_leaderboard_reads(twin_factory, tmp_path):
     root = twin_factory("nih", n=150, size=96, seed=4)
-    tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(
-        "trainer:\n  max_epochs: 1\n  limit_train_batches: 2\n  limit_val_batches: 1\n  accelerator: cpu\n"
-        "  enable_progress_bar: false\n"
-        "model:\n  init_args: {backbone: resnet10t}\n"
-        f"data:\n  init_args: {{image_size: 64, eval_size: 96, cache_size: 96, batch_size: 8, num_workers: 0, "
-        f"cache_dir: {tmp_path / 'cache'}}}\n")
+    tiny = tiny_config(tmp_path, "backbone: resnet10t", "image_size: 64, eval_size: 96, cache_size: 96, batch_size: 8")
     config = str(REPO / "benchmarks/amm/configs/amm_cardiomegaly.yaml")
     common = ["--config", config, "--config", str(tiny), "--data.init_args.root", str(root)]
     fit = _cli("fit", *common, cwd=tmp_path)

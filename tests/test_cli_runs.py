@@ -17,17 +17,22 @@ def _cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "cxrbench.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
-def _tiny(tmp_path, cache) -> Path:
-    """Both configs log into one folder (runs/shared): what a user gets by reusing a logger name."""
+def tiny_config(tmp_path, model: str, data: str, logger: str | None = None, trainer: str = "limit_train_batches: 2") -> Path:
+    """A CPU-sized override config: one epoch of a few batches, the given model and data init_args (YAML
+    flow mappings' contents) and, with ``logger``, a CSVLogger into ``runs/<logger>``."""
     tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(
-        "trainer:\n  max_epochs: 1\n  limit_train_batches: 2\n  limit_val_batches: 1\n  accelerator: cpu\n"
-        "  enable_progress_bar: false\n"
-        "  logger: {class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: runs, name: shared}}\n"
-        "model:\n  init_args: {backbone: resnet10t}\n"
-        f"data:\n  init_args: {{image_size: 64, eval_size: 64, cache_size: 96, batch_size: 8, num_workers: 0, "
-        f"cache_dir: {cache}}}\n")
+    log = f"  logger: {{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {{save_dir: runs, name: {logger}}}}}\n"
+    tiny.write_text(f"trainer:\n  max_epochs: 1\n  {trainer}\n  limit_val_batches: 1\n  accelerator: cpu\n"
+                    f"  enable_progress_bar: false\n{log if logger else ''}"
+                    f"model:\n  init_args: {{{model}}}\n"
+                    f"data:\n  init_args: {{{data}, num_workers: 0, cache_dir: {tmp_path / 'c'}}}\n")
     return tiny
+
+
+def _tiny(tmp_path, cache=None) -> Path:
+    """Both configs log into one folder (runs/shared): what a user gets by reusing a logger name."""
+    return tiny_config(tmp_path, "backbone: resnet10t", "image_size: 64, eval_size: 64, cache_size: 96, batch_size: 8",
+                       logger="shared")
 
 
 def test_cli_fit_then_test_of_two_configs_in_one_folder_each_restores_its_own_checkpoint(twin_factory, tmp_path):
@@ -95,12 +100,8 @@ def test_pipeline_pretrain_then_probe_then_board_with_the_cli_alone(twin_factory
     """The README's per-method path: `cxrbench fit` of a pretraining exports its encoder artifact (as a sweep
     cell would), `cxrbench fit` of a probe consumes it, `cxrbench test` writes the result the board reads."""
     root = twin_factory("nih", n=150, size=96, seed=4)
-    tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(
-        "trainer:\n  max_epochs: 1\n  max_steps: 3\n  limit_train_batches: 3\n  limit_val_batches: 1\n  accelerator: cpu\n"
-        "  enable_progress_bar: false\n"
-        "model:\n  init_args: {encoder_kwargs: {width: 4}}\n"
-        f"data:\n  init_args: {{image_size: 32, cache_size: 96, batch_size: 8, num_workers: 0, cache_dir: {tmp_path / 'c'}}}\n")
+    tiny = tiny_config(tmp_path, "encoder_kwargs: {width: 4}", "image_size: 32, cache_size: 96, batch_size: 8",
+                       trainer="max_steps: 3\n  limit_train_batches: 3")
     pre = ["--config", str(REPO / "benchmarks/pretraining_baselines/configs/simclr_nih.yaml"), "--config", str(tiny), "--data.init_args.root", str(root)]
     fit = _cli("fit", *pre, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
@@ -137,14 +138,8 @@ def test_the_thorax_box_regressor_test_writes_its_record_and_per_image_boxes(twi
     """A config that names no result writer (the STN paper's thorax detector): `cxrbench test` still
     keeps the numbers it printed, and each test image's box IoU."""
     root = twin_factory("lungs", n=40, size=96, seed=3)
-    tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(
-        "trainer:\n  max_epochs: 1\n  limit_train_batches: 2\n  limit_val_batches: 1\n  accelerator: cpu\n"
-        "  enable_progress_bar: false\n"
-        "  logger: {class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: runs, name: box}}\n"
-        "model:\n  init_args: {image_size: 64}\n"
-        f"data:\n  init_args: {{image_size: 64, eval_size: 64, cache_size: 96, batch_size: 4, num_workers: 0, "
-        f"cache_dir: {tmp_path / 'c'}}}\n")
+    tiny = tiny_config(tmp_path, "image_size: 64", "image_size: 64, eval_size: 64, cache_size: 96, batch_size: 4",
+                       logger="box")
     args = ["--config", str(REPO / "benchmarks/stn/configs/thorax_box_lungs.yaml"), "--config", str(tiny),
             "--data.init_args.root", str(root)]
     fit = _cli("fit", *args, cwd=tmp_path)
