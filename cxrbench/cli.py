@@ -1,6 +1,6 @@
 """The ``cxrbench`` command. Subcommands:
 
-  twin DATASET --out DIR --n N --seed S [--size PX] [--difficulty D]   write a twin dataset
+  twin DATASET --out DIR --n N --seed S [--size PX] [--difficulty D] [--release R]   write a twin dataset
   summary DIR                                                          describe a twin dataset
   cache DATASET --root R --size S [--workers W]                        build the image cache
   leaderboard RUNS_DIR [--out results] [--references FILE ...]         AUC / IoU / Dice leaderboards
@@ -18,7 +18,9 @@ def _twin(args: argparse.Namespace) -> int:
     from data_modules.twin import generate
     from data_modules.twin.summary import summarize
 
-    options = {"vocabulary": args.vocabulary} if args.dataset == "covidx" else {}
+    options = {"release": args.release} if args.release else {}
+    if args.dataset == "covidx" and (args.vocabulary or not args.release):
+        options["vocabulary"] = args.vocabulary or "3class"
     out = generate(args.dataset, args.out, n=args.n, seed=args.seed, size=args.size,
                    difficulty=args.difficulty, workers=args.workers, force=args.force, **options)
     print(summarize(out))
@@ -84,8 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--size", type=int, default=None,
                    help="image side in pixels (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_SIZE.items()) + ")")
     t.add_argument("--difficulty", type=float, default=0.5, help="0 = obvious lesions, 1 = nearly invisible")
-    t.add_argument("--vocabulary", choices=["3class", "binary"], default="3class",
-                   help="covidx labels: normal/pneumonia/COVID-19 or positive/negative")
+    t.add_argument("--vocabulary", choices=["3class", "binary"], default=None,
+                   help="covidx labels: normal/pneumonia/COVID-19 (default) or positive/negative")
+    t.add_argument("--release", default=None,
+                   help="the release variant to write (default: the layout each twin always wrote): covidx cxr4, "
+                        "cxr3, cxr2, v7a; chexpert small, full, both, chexlocalize; siim stage1, stage2, png; "
+                        "lungs separate, combined")
     t.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     t.add_argument("--force", action="store_true", help="replace an earlier twin of another spec at --out")
     t.set_defaults(func=_twin)

@@ -10,6 +10,13 @@ Protocols:
   on 726 patients and drifted the test prevalences from train.)
 - ``amm`` (Cardio-XAttentionNet, Data preprocessing): the official patient-wise split, 10% of train
   as val (the paper's cardiomegaly-vs-normal task is ``label_set='cardiomegaly'``).
+- ``camcontrast`` (CAMContrast Table 1: 69,044 / 17,480 / 25,596): the official lists, 20% of train_val
+  for validation by patient ("for datasets without official validation split, 20% of the training
+  split is selected for validation", §4; ``val_share`` is not read). Test (25,596) and train + val
+  (86,524) are the paper's exactly; val is 20% of the train_val *images* by patient, about 17,305, not
+  the paper's 17,480 (20.2%): that number comes from the paper's own draw of patients, which is not
+  published, so no split can reproduce it from the label files. ``official`` with its default
+  ``val_share`` 0.1 (~77.9k / 8.7k) is what the shared linear-probe config runs.
 
 Label sets: ``nih14``; ``nih8`` (the 8 box diseases); ``cardiomegaly`` (any image labelled
 Cardiomegaly vs "No Finding"; every other image is ineligible); ``abnormal`` (CAMContrast's coarse
@@ -33,7 +40,9 @@ NIH14 = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nod
          "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
 NIH8 = NIH14[:8]
 LABEL_SETS = {"nih14": NIH14, "nih8": NIH8, "cardiomegaly": ["Cardiomegaly"], "abnormal": ["Abnormal"]}
-PROTOCOLS = ("official", "rgt", "amm")
+PROTOCOLS = ("official", "rgt", "amm", "camcontrast")
+#: CAMContrast §4: 20% of a training split without an official validation split.
+CAMCONTRAST_VAL_SHARE = 0.2
 LAYOUT = ("Data_Entry_2017.csv (or Data_Entry_2017_v2020.csv), BBox_List_2017.csv, train_val_list.txt, "
           "test_list.txt and PNGs under images*/ (e.g. images_001/images/00000001_000.png)")
 BOX_ALIASES = {"Infiltrate": "Infiltration"}
@@ -207,7 +216,7 @@ class NIH(CXRDataModule):
 
     def make_splits(self, index: DatasetIndex) -> dict[str, np.ndarray]:
         lists = None
-        if self.protocol in ("official", "amm"):
+        if self.protocol in ("official", "amm", "camcontrast"):
             table = self._official_list_table()
             check_official_lists(index.meta, table)
             lists = tuple(set(table.loc[table[FILE] == name, "Image Index"]) for name in LIST_FILES)
@@ -233,7 +242,8 @@ def nih_splits(index: DatasetIndex, protocol: str, seed: int, val_share: float,
                lists: tuple[set, set] | None = None, box_patients: str = "split") -> dict[str, np.ndarray]:
     meta, ok = index.meta, index.eligible
     keys = stratum_keys(index.labels)
-    if protocol in ("official", "amm"):
+    if protocol in ("official", "amm", "camcontrast"):
+        val_share = CAMCONTRAST_VAL_SHARE if protocol == "camcontrast" else val_share
         train_val, test_list = lists
         in_test = meta["image"].isin(test_list).to_numpy()
         in_tv = meta["image"].isin(train_val).to_numpy()

@@ -98,7 +98,10 @@ def test_paper_specs_and_the_suites_name_their_references(cxr_data):
 def test_the_references_files_hold_exactly_papers_py_numbers_and_notes():
     old = json.loads((DATA / "paper_references.json").read_text())
     refs = load_references(sorted((REPO / "benchmarks").glob("*/references.yaml")))
-    assert refs.values == {(t, m, k, f): (v, s) for t, m, k, f, v, s in old["references"]}
+    # one key renamed since the capture, on purpose (issue 26): SS-CXR's HD95 is in pixels at its 256² input,
+    # which is our hd95_input/mean; hd95/mean became pixels of the original image
+    renamed = {"hd95/mean": "hd95_input/mean"}
+    assert refs.values == {(t, m, renamed.get(k, k), f): (v, s) for t, m, k, f, v, s in old["references"]}
     assert refs.notes == old["notes"]
     assert refs.reference("nih-cardiomegaly", "gap-resnet50", "auc/mean") == (0.86, "AMM Table 5 (GAP resnet50)")
     assert refs.reference("nih14-linear", "camcontrast", "auc/mean", 0.01) == (63.74 / 100, "CAMContrast Table 8")

@@ -14,8 +14,24 @@ from .io import AtomicDir, TwinError, TwinSpec, read_manifest
 WRITERS = {"nih": nih, "chexpert": chexpert, "covidx": covidx, "siim": siim, "lungs": lungs}
 #: Image side by default: the released size where there is one (NIH and SIIM are 1024²).
 DEFAULT_SIZE = {"nih": 1024, "chexpert": 320, "covidx": 512, "siim": 1024, "lungs": 512}
+#: The release variants each twin can write (``release`` option, ``cxrbench twin --release``); without
+#: it, each writes the layout it always wrote (the first listed here). See each writer's docstring.
+RELEASES = {
+    "covidx": {"cxr4": "train.txt, val.txt, test.txt; positive/negative",
+               "cxr3": "train_COVIDx_CXR-3A.txt, test_COVIDx_CXR-3A.txt",
+               "cxr2": "train_COVIDx9A.txt, test_COVIDx9A.txt, with 'rnsa' sources",
+               "v7a": "train_COVIDx7A.txt, test_COVIDx7A.txt: 3-, 4- and 5-field rows"},
+    "chexpert": {"small": "CheXpert-v1.0-small (the default)", "full": "CheXpert-v1.0",
+                 "both": "CheXpert-v1.0-small at --size and CheXpert-v1.0 at twice it",
+                 "chexlocalize": "CheXpert-v1.0-small and CheXlocalize's CheXpert/test_labels.csv + test/"},
+    "siim": {"stage1": "train-rle.csv + dicom-images-train/ (the default)",
+             "stage2": "stage_2_train.csv + dicom-images-train/ and dicom-images-test/",
+             "png": "siim-acr-pneumothorax/: png_images/, png_masks/, stage_1_{train,test}_images.csv"},
+    "lungs": {"separate": "Montgomery/ and Shenzhen/ (the default)",
+              "combined": "Chest X-ray Masks and Labels: Lung Segmentation/CXR_png + masks/"},
+}
 
-__all__ = ["generate", "WRITERS", "DEFAULT_SIZE", "TwinError", "TwinSpec", "read_manifest"]
+__all__ = ["generate", "WRITERS", "DEFAULT_SIZE", "RELEASES", "TwinError", "TwinSpec", "read_manifest"]
 
 
 def generate(
@@ -41,6 +57,14 @@ def generate(
         raise TwinError(f"--difficulty must be in [0, 1], got {difficulty}")
     if dataset == "covidx" and options.get("vocabulary", "3class") not in ("3class", "binary"):
         raise TwinError(f"--vocabulary must be '3class' or 'binary', got {options['vocabulary']!r}")
+    release = options.get("release")
+    if release is not None:
+        if release not in RELEASES.get(dataset, {}):
+            known = ", ".join(f"{k} ({v})" for k, v in RELEASES.get(dataset, {}).items()) or "none: one layout only"
+            raise TwinError(f"--release {release!r} is not a release of the {dataset} twin; releases: {known}")
+        if dataset == "covidx" and "vocabulary" in options:
+            raise TwinError("--vocabulary sets the labels of the default covidx layout; a --release writes its own "
+                            "(cxr4: positive/negative; cxr3, cxr2, v7a: normal/pneumonia/COVID-19)")
     spec = TwinSpec(dataset, int(n), int(seed), size, float(difficulty), dict(sorted(options.items())))
     target = AtomicDir(Path(out), spec, force=force)
     if target.already_done():

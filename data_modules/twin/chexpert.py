@@ -1,10 +1,19 @@
-"""CheXpert twin: real train.csv rows, a valid.csv with certain labels, JPGs at each row's Path."""
+"""CheXpert twin: real train.csv rows, a valid.csv with certain labels, JPGs at each row's Path.
+
+``release`` (option): ``small`` (default) writes CheXpert-v1.0-small/; ``full`` writes CheXpert-v1.0/ (its
+Paths say ``CheXpert-v1.0/train/…``, as the full release's train.csv does); ``both`` writes the two, the
+small one at ``size`` and the full one at twice it; ``chexlocalize`` adds, beside CheXpert-v1.0-small/,
+CheXlocalize's labelled test set as its README lays it out: ``CheXpert/test_labels.csv`` (Path
+``test/patientNNNNN/studyN/viewN_frontal.jpg`` and the 14 observations, 0/1, no Sex/Age/view columns)
+and the images under ``CheXpert/test/`` (rows of patients in neither train.csv nor valid.csv).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +43,9 @@ def _join(fields: list[str]) -> str:
 
 
 def _patient(path: str) -> str:
-    return path.split("/")[2]
+    parts = path.split("/")
+    return parts[2] if len(parts) > 2 and parts[2].startswith("patient") else next(
+        q for q in parts if q.startswith("patient"))
 
 
 def write(root: Path, spec: TwinSpec, workers: int | None) -> None:
@@ -63,23 +74,64 @@ def write(root: Path, spec: TwinSpec, workers: int | None) -> None:
             f[c] = "1.0" if v == "1.0" or (v == "-1.0" and rng.random() < 0.5) else "0.0"
         valid_rows.append(f)
 
-    write_text(root / FOLDER / "train.csv", "\n".join([header, *(lines[i] for i in train_idx)]) + "\n")
-    write_text(root / FOLDER / "valid.csv", "\n".join([header, *map(_join, valid_rows)]) + "\n")
-
+    release = spec.options.get("release", "small")
+    folders = {"small": [(FOLDER, spec.size)], "full": [(FULL, spec.size)], "chexlocalize": [(FOLDER, spec.size)],
+               "both": [(FOLDER, spec.size), (FULL, 2 * spec.size)]}[release]
+    test_rows = _test_rows(lines, order, spec, train_patients | seen, rng) if release == "chexlocalize" else []
     jobs = []
-    for f in [_fields(lines[i]) for i in train_idx] + valid_rows:
-        findings = [columns[c] for c in range(FIRST_FINDING_COLUMN, len(f)) if f[c] == "1.0"]
-        uncertain = [columns[c] for c in range(FIRST_FINDING_COLUMN, len(f)) if f[c] == "-1.0"]
-        h, image_seed = _frame(f[0], spec)
-        lateral = f[3] == "Lateral"
-        jobs.append(ImageJob(
-            path=str(root / f[0]), height=h, width=spec.size,
-            findings=findings, uncertain=uncertain,
-            anatomy_seed=(spec.seed, 12, int(_patient(f[0])[len("patient"):])),
-            image_seed=image_seed, difficulty=spec.difficulty, fmt="jpg",
-            site=_LATERAL if lateral else _FRONTAL,
-        ))
+    for folder, size in folders:
+        def moved(line: str, folder=folder) -> str:
+            return line if folder == FOLDER else line.replace(f"{FOLDER}/", f"{folder}/", 1)
+
+        write_text(root / folder / "train.csv", "\n".join([moved(header), *(moved(lines[i]) for i in train_idx)]) + "\n")
+        write_text(root / folder / "valid.csv", "\n".join([header, *(moved(_join(f)) for f in valid_rows)]) + "\n")
+        for f in [_fields(moved(lines[i])) for i in train_idx] + [_fields(moved(_join(f))) for f in valid_rows]:
+            jobs.append(_job(root / f[0], f, columns, spec, size, f[0]))
+    if test_rows:
+        test_header = ",".join(["Path", *columns[FIRST_FINDING_COLUMN - 1:]])
+        write_text(root / "CheXpert" / "test_labels.csv",
+                   "\n".join([test_header, *(_join([f[0], *f[FIRST_FINDING_COLUMN - 1:]]) for f in test_rows)]) + "\n")
+        for f in test_rows:
+            jobs.append(_job(root / "CheXpert" / f[0], f, columns, spec, spec.size, f"CheXpert/{f[0]}"))
     run_parallel(draw_and_save, jobs, workers, "chexpert twin")
+
+
+FULL = "CheXpert-v1.0"
+
+
+def _job(path: Path, f: list[str], columns: list[str], spec: TwinSpec, size: int, rel_path: str) -> ImageJob:
+    findings = [columns[c] for c in range(FIRST_FINDING_COLUMN, len(f)) if f[c] == "1.0"]
+    uncertain = [columns[c] for c in range(FIRST_FINDING_COLUMN, len(f)) if f[c] == "-1.0"]
+    sized = spec if size == spec.size else replace(spec, size=size)
+    h, image_seed = _frame(rel_path, sized)
+    lateral = f[3] == "Lateral"
+    return ImageJob(
+        path=str(path), height=h, width=size,
+        findings=findings, uncertain=uncertain,
+        anatomy_seed=(spec.seed, 12, int(_patient(f[0])[len("patient"):])),
+        image_seed=image_seed, difficulty=spec.difficulty, fmt="jpg",
+        site=_LATERAL if lateral else _FRONTAL,
+    )
+
+
+def _test_rows(lines: list[str], order: np.ndarray, spec: TwinSpec, used: set, rng) -> list[list[str]]:
+    """CheXlocalize's test set: frontal and lateral rows of other patients, certain labels (the radiologists'
+    majority), Path ``test/<patient>/<study>/<view>.jpg``."""
+    n_test, rows, seen = max(2, spec.n // 5), [], set()
+    for i in order[::-1]:
+        f = _fields(lines[i])
+        p = _patient(f[0])
+        if p in used or p in seen:
+            continue
+        seen.add(p)
+        f[0] = "test/" + f[0].split("/", 2)[2]
+        for c in range(FIRST_FINDING_COLUMN - 1, len(f)):
+            v = f[c]
+            f[c] = "1.0" if v == "1.0" or (v == "-1.0" and rng.random() < 0.5) else "0.0"
+        rows.append(f)
+        if len(rows) == n_test:
+            break
+    return sorted(rows)
 
 
 def _frame(rel_path: str, spec: TwinSpec) -> tuple[int, tuple[int, int, int]]:

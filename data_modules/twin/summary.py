@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -37,25 +38,56 @@ def summarize(root: str | Path) -> str:
         for f in ("train_val_list.txt", "test_list.txt"):
             lines.append(f"  {f}: {len((root / f).read_text().split())} images")
     elif ds == "chexpert":
-        for split in ("train", "valid"):
-            df = pd.read_csv(root / "CheXpert-v1.0-small" / f"{split}.csv")
-            lines.append(f"  {split}.csv: {len(df)} rows, {(df['Frontal/Lateral'] == 'Frontal').sum()} frontal")
-            if split == "train":
-                for col in df.columns[5:]:
-                    counts[f"{col} (1/-1)"] = f"{(df[col] == 1).sum()}/{(df[col] == -1).sum()}"
+        for folder in ("CheXpert-v1.0-small", "CheXpert-v1.0"):
+            if not (root / folder).is_dir():
+                continue
+            for split in ("train", "valid"):
+                df = pd.read_csv(root / folder / f"{split}.csv")
+                lines.append(f"  {folder}/{split}.csv: {len(df)} rows, {(df['Frontal/Lateral'] == 'Frontal').sum()} frontal")
+                if split == "train" and not counts:
+                    for col in df.columns[5:]:
+                        counts[f"{col} (1/-1)"] = f"{(df[col] == 1).sum()}/{(df[col] == -1).sum()}"
+        if (root / "CheXpert" / "test_labels.csv").is_file():
+            df = pd.read_csv(root / "CheXpert" / "test_labels.csv")
+            lines.append(f"  CheXpert/test_labels.csv (CheXlocalize): {len(df)} images of "
+                         f"{df['Path'].str.split('/').str[1].nunique()} patients")
     elif ds == "covidx":
-        for split in ("train", "val", "test"):
-            df = pd.read_csv(root / f"{split}.txt", sep=" ", header=None, names=["pid", "file", "label", "source"])
-            lines.append(f"  {split}.txt: {len(df)} images; labels {dict(Counter(df.label))}; sources {dict(Counter(df.source))}")
+        from ..covidx import SPLITS, choose_list_set, read_list
+
+        lists = choose_list_set(root).files
+        for f in (lists[s] for s in SPLITS if s in lists):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the release notes: a twin's own quirks, by design
+                df = read_list(f)
+            lines.append(f"  {f.name}: {len(df)} images; labels {dict(Counter(df.label))}; "
+                         f"sources {dict(Counter(df.source))}")
     elif ds == "siim":
-        df = pd.read_csv(root / "train-rle.csv")
-        pos = df[df[" EncodedPixels"].str.strip() != "-1"]
-        lines.append(f"  train-rle.csv: {len(df)} rows, {df['ImageId'].nunique()} images, "
-                     f"{pos['ImageId'].nunique()} with pneumothorax ({len(pos)} positive rows)")
+        png = root / "siim-acr-pneumothorax"
+        if png.is_dir():
+            for name in ("stage_1_train_images.csv", "stage_1_test_images.csv"):
+                df = pd.read_csv(png / name)
+                lines.append(f"  siim-acr-pneumothorax/{name}: {len(df)} images, {int(df['has_pneumo'].sum())} with "
+                             f"pneumothorax (mask PNGs in png_masks/)")
+        for name in ("train-rle.csv", "stage_2_train.csv"):
+            if (root / name).is_file():
+                df = pd.read_csv(root / name)
+                df.columns = [c.strip() for c in df.columns]
+                pos = df[df["EncodedPixels"].str.strip() != "-1"]
+                lines.append(f"  {name}: {len(df)} rows, {df['ImageId'].nunique()} images, "
+                             f"{pos['ImageId'].nunique()} with pneumothorax ({len(pos)} positive rows)")
+        if (root / "dicom-images-test").is_dir():
+            lines.append(f"  dicom-images-test/: {_count_files(root / 'dicom-images-test', ('*.dcm',))} images "
+                         "(stage 1's test set)")
     elif ds == "lungs":
-        for site, pat in (("Montgomery", "Montgomery/CXR_png/*.png"), ("Shenzhen", "Shenzhen/CXR_png/*.png")):
+        for site, pat in (("Montgomery", "Montgomery/CXR_png/*.png"), ("Shenzhen", "Shenzhen/CXR_png/*.png"),
+                          ("Montgomery", "Lung Segmentation/CXR_png/MCUCXR_*.png"),
+                          ("Shenzhen", "Lung Segmentation/CXR_png/CHNCXR_*.png")):
             files = list(root.glob(pat))
-            lines.append(f"  {site}: {len(files)} images, {sum(f.stem.endswith('_1') for f in files)} abnormal")
+            if files:
+                lines.append(f"  {site} ({pat.split('/CXR_png')[0]}/): {len(files)} images, "
+                             f"{sum(f.stem.endswith('_1') for f in files)} abnormal")
+        if (root / "Lung Segmentation/masks").is_dir():
+            lines.append(f"  Lung Segmentation/masks: {_count_files(root / 'Lung Segmentation/masks', ('*.png',))} masks")
     if counts:
         lines.append("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     return "\n".join(lines)
