@@ -431,6 +431,34 @@ def test_a_real_dataset_without_the_box_file_is_named_before_anything_trains(twi
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("result.json"))
 
 
+def test_the_sweep_runs_what_the_data_on_disk_permits_and_names_every_problem_in_one_pass(twin_factory, tmp_path):
+    """Issue 28: a missing dataset used to hide the layout checks of the others, and one problem stopped
+    every cell. Now the dry run says which data are twins and lists every problem at once; the sweep
+    skips only the cells a problem stops (naming it) and runs the rest."""
+    import shutil
+
+    root = tmp_path / "nih"
+    shutil.copytree(twin_factory("nih", n=90, size=64), root)
+    (root / "BBox_List_2017.csv").unlink()
+    cells = [{"name": "rgtlike", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "nih"},
+             {"name": "elsewhere", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "gone"},
+             {"name": "twinned", "task": "nih8-cls", "method": "toy", "config": TOY, "data": "fresh",
+              "overrides": {"trainer.max_epochs": 1}}]
+    spec_path = _spec(tmp_path, root, cells)
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["data"]["gone"] = {"root": str(tmp_path / "absent")}
+    spec["data"]["fresh"] = {"root": str(tmp_path / "twin-nih"), "twin": {"dataset": "nih", "n": 90, "size": 64}}
+    spec_path.write_text(yaml.safe_dump(spec))
+    dry = _bench(spec_path, tmp_path, "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "data: nih: TWIN (real metadata, synthetic pixels) at" in dry.stdout  # a "real" root holding a twin
+    assert "data: missing dataset gone" in dry.stdout and "protocol 'rgt' needs the box file" in dry.stdout
+    res = _bench(spec_path, tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "BBox_List_2017.csv" in res.stderr and "cells: rgtlike" in res.stderr and "cells: elsewhere" in res.stderr
+    assert "[finished] twinned" in res.stdout and res.stdout.count("its data cannot be read") == 2, res.stdout
+
+
 def test_estimate_measures_a_step_and_scales_it_by_each_cells_training_steps(twin_factory, tmp_path):
     """--estimate: one measurement per distinct config (seeds and fractions share it), hours = steps × step
     time with steps = epochs × ceil(train images × fraction / batch); nothing is written into the runs folder."""

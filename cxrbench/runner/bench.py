@@ -56,7 +56,8 @@ def bench(opts: BenchOptions) -> int:
         from .estimate import estimate
         from .launch import prepare_data
 
-        prepare_data(spec)
+        blocked = prepare_data(spec)
+        spec.cells = [c for c in spec.cells if c.run_id not in blocked]  # their data cannot be read: nothing to time
         estimate(spec)
         return 0
     return launch(spec, opts)
@@ -93,21 +94,25 @@ def print_cells(spec: Spec) -> None:
 
 
 def print_data_problems(spec: Spec) -> None:
-    from .launch import check_layouts, missing_roots
+    """Which data are twins and which real, then every problem of every dataset in one pass."""
+    from .launch import data_kinds, data_problems, problem_line
 
-    absent = missing_roots(spec)
-    for p in [f"missing dataset(s): {', '.join(absent)}"] if absent else check_layouts(spec):
-        print(f"  data: {p}")
+    for line in data_kinds(spec):
+        print(f"  data: {line}")
+    for message, cells in data_problems(spec):
+        print(f"  data: {problem_line(message, cells)}")
 
 
 def launch(spec: Spec, opts: BenchOptions) -> int:
     """Prepare the data, run every cell (locally, or as SLURM jobs), then the leaderboards."""
     from .launch import prepare_data, run_local, run_slurm, submit_leaderboard
 
-    prepare_data(spec)
+    blocked = prepare_data(spec)
     if opts.launcher == "local":
-        failed = run_local(spec, opts.devices, parallel=opts.parallel)
+        failed = run_local(spec, opts.devices, parallel=opts.parallel, blocked=blocked)
     else:
+        if blocked:  # SLURM: cells whose data cannot be read are not submitted (their consumers then miss a need)
+            spec.cells = [c for c in spec.cells if c.run_id not in blocked]
         jobs = run_slurm(spec, opts.devices or 1, nodes=opts.nodes, partition=opts.partition,
                          timeout_min=opts.timeout_min, cluster="debug" if opts.launcher == "debug" else None)
         if opts.launcher == "slurm":

@@ -44,8 +44,11 @@ def status(spec: Spec, cell: Cell) -> str:
     return "pending"
 
 
-def prepare_data(spec: Spec) -> None:
-    """Generate declared twins that are absent; name every missing real dataset at once."""
+def prepare_data(spec: Spec, log=None) -> set[str]:
+    """Generate declared twins that are absent, then read every dataset the cells use, as they will, in one
+    pass (``data_problems``). Each problem is one line on stderr naming the cells it stops; those cells
+    (their run ids, returned) are not run and the rest of the sweep is — the tables the data on disk
+    permit. Nothing at all runnable is an error naming every problem."""
     from data_modules.twin import generate
 
     used = {c.data_name for c in spec.cells}
@@ -54,14 +57,54 @@ def prepare_data(spec: Spec) -> None:
             t = dict(entry["twin"])
             generate(t.pop("dataset", name), Path(entry["root"]), n=t.pop("n"), seed=t.pop("seed", 0),
                      size=t.pop("size", None), **t)
-    missing = missing_roots(spec)
-    if missing:
-        raise SpecError(f"{spec.path}: missing dataset(s): {', '.join(missing)}. Set CXR_DATA to the folder "
-                        "holding them in the releases' layouts (see README), or run `make bench-smoke` for twins.")
-    problems = check_layouts(spec)
-    if problems:
-        raise SpecError(f"{spec.path}: {len(problems)} dataset layout problem(s), found before anything trains:\n  "
-                        + "\n  ".join(problems))
+    problems = data_problems(spec)
+    stopped = {name for _, names in problems for name in names}
+    blocked = {c.run_id for c in spec.cells if c.name in stopped}
+    lines = [problem_line(msg, names) for msg, names in problems]
+    if blocked and len(blocked) == len(spec.cells):
+        advice = (" Set CXR_DATA to the folder holding the datasets in the releases' layouts (see README), or run "
+                  "`make bench-smoke` for twins.") if any("missing dataset" in m for m, _ in problems) else ""
+        raise SpecError(f"{spec.path}: {len(problems)} dataset problem(s), found before anything trains; no cell can "
+                        f"run:{advice}\n  " + "\n  ".join(lines))
+    for line in lines:
+        print(f"cxrbench bench: data: {line}; those cells are skipped", file=sys.stderr)
+    return blocked
+
+
+def problem_line(message: str, cells: list[str]) -> str:
+    names = sorted(set(cells))
+    return f"{message} (cells: {', '.join(names[:4])}{' …' if len(names) > 4 else ''})"
+
+
+def data_problems(spec: Spec) -> list[tuple[str, list[str]]]:
+    """Every problem of every dataset the cells use, found in one pass: a missing dataset root (its
+    cells), and for each present real dataset every distinct data config read as its cells will read it
+    (``check_layouts``). Each (message, cell names), one entry per distinct message."""
+    used: dict[str, list[str]] = {}
+    for c in spec.cells:
+        used.setdefault(c.data_name, []).append(c.name)
+    out = [(f"missing dataset {n} (expected at {e['root']})", used[n]) for n, e in spec.data.items()
+           if n in used and "twin" not in e and not Path(e["root"]).is_dir()]
+    return out + check_layouts(spec, with_cells=True)
+
+
+def data_kinds(spec: Spec) -> list[str]:
+    """One line per dataset the cells use: twin or real, and where (a CXR_DATA folder can hold twins)."""
+    from ..provenance import data_provenance
+
+    used = {c.data_name for c in spec.cells}
+    lines = []
+    for n, e in spec.data.items():
+        if n not in used:
+            continue
+        root = Path(e["root"])
+        if "twin" in e:
+            lines.append(f"{n}: TWIN (real metadata, synthetic pixels), generated at {root}")
+        elif root.is_dir():
+            kind = data_provenance(root).get("data")
+            lines.append(f"{n}: TWIN (real metadata, synthetic pixels) at {root}: its numbers are not the papers'"
+                         if kind == "twin" else f"{n}: real release at {root}")
+    return lines
 
 
 def missing_roots(spec: Spec) -> list[str]:
@@ -71,16 +114,18 @@ def missing_roots(spec: Spec) -> list[str]:
             if n in used and "twin" not in e and not Path(e["root"]).is_dir()]
 
 
-def check_layouts(spec: Spec) -> list[str]:
-    """Every real dataset as its cells will read it: the index (label files, images present, the box file
-    RGT's class box prior needs) and the splits (official lists, protocols), once per distinct data
-    config. Returns one line per problem, naming the cells and what is missing."""
+def check_layouts(spec: Spec, with_cells: bool = False) -> list:
+    """Every present real dataset as its cells will read it: the index (label files, images present, the
+    box file RGT's class box prior needs) and the splits (official lists, protocols), once per distinct
+    data config. One line per distinct problem, naming the cells and what is missing (``with_cells``:
+    (message, cell names) pairs)."""
     import importlib
 
     from data_modules import DataError
 
-    real = {n for n, e in spec.data.items() if "twin" not in e}
-    seen: dict[str, tuple[str | None, list[str]]] = {}
+    real = {n for n, e in spec.data.items() if "twin" not in e and Path(e["root"]).is_dir()}
+    seen: dict[str, str | None] = {}
+    problems: dict[str, list[str]] = {}
     for cell in spec.cells:
         if cell.data_name not in real:
             continue
@@ -95,10 +140,11 @@ def check_layouts(spec: Spec) -> list[str]:
                 dm.make_splits(dm.prepare_index())
             except (DataError, OSError, ValueError) as err:
                 error = str(err)
-            seen[key] = (error, [])
-        seen[key][1].append(cell.name)
-    return [f"{err} (cells: {', '.join(sorted(set(cells))[:4])}{' …' if len(set(cells)) > 4 else ''})"
-            for err, cells in seen.values() if err]
+            seen[key] = error
+        if seen[key]:
+            problems.setdefault(seen[key], []).append(cell.name)  # one line per problem, however many configs
+    pairs = list(problems.items())
+    return pairs if with_cells else [problem_line(m, c) for m, c in pairs]
 
 
 def write_cell(spec: Spec, cell: Cell) -> Path:
@@ -183,10 +229,12 @@ def gpu_slots(parallel: int, devices: int | None) -> list[str | None]:
     return [",".join(str(g) for g in range(i * per, (i + 1) * per)) for i in range(parallel)]
 
 
-def run_local(spec: Spec, devices: int | None = None, parallel: int = 1, log=print) -> list[str]:
+def run_local(spec: Spec, devices: int | None = None, parallel: int = 1, log=print,
+              blocked: set[str] = frozenset()) -> list[str]:
     """Run the cells as subprocesses, ``parallel`` at a time (one GPU slot each on a GPU node); a
-    consumer starts once its producers have finished. Progress: n/N, elapsed, estimated remaining time,
-    each finished cell's headline metric."""
+    consumer starts once its producers have finished; ``blocked`` cells (their data cannot be read) are
+    skipped, and so are their consumers. Progress: n/N, elapsed, estimated remaining time, each finished
+    cell's headline metric."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     if parallel < 1:
@@ -227,6 +275,11 @@ def run_local(spec: Spec, devices: int | None = None, parallel: int = 1, log=pri
                     pending.remove(cell)
                     finished.add(cell.run_id)
                     log(f"{tag(k)} [done]    {cell.run_id}")
+                    continue
+                if cell.run_id in blocked:
+                    pending.remove(cell)
+                    failed.add(cell.run_id)
+                    log(f"{tag(k)} [skipped] {cell.run_id}: its data cannot be read (named above)")
                     continue
                 reason = ("a cell it needs failed" if deps & failed else
                           "a cell it needs is being run by another launcher; rerun afterwards" if deps & busy else None)
