@@ -107,10 +107,20 @@ def masked_focal(logits: torch.Tensor, label: torch.Tensor, alpha: float = 0.25,
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """1 − (2Σpt + s) / (Σp + Σt + s) on sigmoid outputs, pooled over the whole batch (MONAI DiceLoss
-    with sigmoid=True, batch=True, smooth_nr = smooth_dr = smooth): CAMContrast's SIIM loss."""
-    from monai.losses import DiceLoss
+    with sigmoid=True, batch=True, smooth_nr = smooth_dr = smooth): CAMContrast's SIIM loss. Under DDP
+    the global batch: the three sums are all-reduced (with gradients, as ``gather``: DDP's average of N
+    identical losses is then one process's gradient over the whole batch), MONAI's formula by hand
+    because MONAI's loss knows no process group."""
+    if world_size() == 1:
+        from monai.losses import DiceLoss
 
-    return DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth, smooth_dr=smooth)(logits, target.float())
+        return DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth, smooth_dr=smooth)(logits, target.float())
+    from torch.distributed.nn.functional import all_reduce
+
+    p, t = logits.sigmoid(), target.float()
+    dims = [0, *range(2, p.ndim)]  # batch and space; one Dice per channel, then their mean (MONAI's "mean")
+    inter, truth, pred = all_reduce(torch.stack([(p * t).sum(dims), t.sum(dims), p.sum(dims)]))
+    return (1.0 - (2.0 * inter + smooth) / (truth + pred + smooth)).mean()
 
 
 def minmax(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -247,3 +247,149 @@ def test_an_artifact_altered_in_place_or_of_another_run_is_refused_before_use(tm
     torch.save(old, path)
     with pytest.raises(ArtifactError, match="format 1 carried no content hash"):
         read_artifact(path, "encoder")
+
+
+# ------------------------------------------------------------------------------------------ issue 27
+def _resume_each_rank(rank: int, world: int, folder: str) -> list:
+    """RNGState and GMML's own hooks in Lightning's order: save (callbacks, then the module; rank 0's dict is the
+    file), draw on (the uninterrupted run), scramble every generator, load the file on every process, draw again."""
+    import random
+
+    import numpy as np
+    import torch.distributed as dist
+
+    from cxrbench.methods import GMML
+    from cxrbench.methods.gmml import corrupt
+    from cxrbench.runner.resume import RNGState
+
+    torch.manual_seed(100 + rank)
+    np.random.seed(200 + rank)
+    random.seed(300 + rank)
+    gmml = GMML(encoder_kwargs={"img_size": 16, "patch_size": 8, "embed_dim": 8, "depth": 1, "num_heads": 1},
+                decoder_dims=(8, 8, 4), seed=0)
+    gmml.gen_train = torch.Generator().manual_seed(7919 * rank)  # what GMML seeds under a Trainer (+ rank)
+    images = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def draws() -> list:
+        masks = corrupt(images, gmml.gen_train)[1]
+        return [torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random(), masks.sum((1, 2, 3)).tolist()]
+
+    checkpoint: dict = {}
+    RNGState().on_save_checkpoint(None, gmml, checkpoint)
+    gmml.on_save_checkpoint(checkpoint)
+    if rank == 0:
+        torch.save(checkpoint, f"{folder}/last.ckpt")
+    dist.barrier()
+    uninterrupted = draws()
+    torch.manual_seed(999)
+    np.random.seed(999)
+    random.seed(999)
+    gmml.gen_train.manual_seed(999)
+    loaded = torch.load(f"{folder}/last.ckpt", weights_only=True)  # every process reads rank 0's file
+    gmml.on_load_checkpoint(loaded)  # GMML restores rank 0's generator ...
+    RNGState().on_load_checkpoint(None, gmml, loaded)  # ... and RNGState each process's own
+    everyone: list = [None] * world
+    dist.all_gather_object(everyone, {"uninterrupted": uninterrupted, "resumed": draws()})
+    return everyone
+
+
+def test_each_ddp_process_resumes_its_own_random_draws(tmp_path):
+    """Under DDP only rank 0's checkpoint is written; every process used to restore rank 0's CPU generator (and
+    GMML rank 0's corruption generator), so after a resume the ranks drew identical noise (issue 27). Now every
+    process draws what it would have drawn uninterrupted: torch, numpy, Python and GMML's corruptions."""
+    from gloo import on_two_processes
+
+    p0, p1 = on_two_processes(_resume_each_rank, tmp_path, str(tmp_path))
+    assert p0["resumed"] == p0["uninterrupted"] and p1["resumed"] == p1["uninterrupted"]
+    assert all(a != b for a, b in zip(p0["resumed"], p1["resumed"]))  # no two processes repeat each other
+
+
+def test_one_process_rng_checkpoint_is_as_before():
+    """One process: ``rng_states`` holds the same three generators as before (and a method's own ones), no
+    per-rank list, and restoring it continues the same draws."""
+    import random
+
+    import numpy as np
+
+    from cxrbench.runner.resume import RNGState
+
+    torch.manual_seed(5)
+    checkpoint: dict = {}
+    RNGState().on_save_checkpoint(None, None, checkpoint)
+    assert set(checkpoint["rng_states"]) >= {"torch", "numpy", "python"} and "ranks" not in checkpoint["rng_states"]
+    want = (torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random())
+    torch.manual_seed(6)
+    np.random.seed(6)
+    RNGState().on_load_checkpoint(None, None, checkpoint)
+    assert (torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()) == want
+
+
+def _thorax_batch(empty: tuple[int, ...]):
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(4, 1, 32, 32)
+    for i in range(4):
+        if i not in empty:
+            masks[i, 0, 4 + 2 * i:20 + i, 6:24 - i] = 1
+    return {"image": torch.rand(4, 1, 32, 32, generator=g), "mask": masks, "index": torch.arange(4)}
+
+
+def test_thorax_box_one_process_steps_as_before():
+    """One process: a batch with masks gives the loss it always did (L1 + GIoU + BCE of the confidence against
+    the IoU, over the images with a mask); a batch of empty masks is skipped (None), as before. The zero loss
+    that keeps DDP processes stepping is for N > 1 (tests/test_ddp_families.py)."""
+    import torch.nn.functional as F
+    from torchvision.ops import generalized_box_iou_loss
+
+    from cxrbench.methods import ThoraxBoxRegressor
+    from cxrbench.models.stn import mask_boxes, paired_iou
+
+    torch.manual_seed(0)
+    m = ThoraxBoxRegressor(backbone="resnet10t", image_size=32).eval()
+    batch = _thorax_batch(empty=(2,))
+    with pytest.warns(UserWarning, match="self.log"):  # outside a Trainer
+        loss = m.training_step(batch, 0)
+    target, ok = mask_boxes(batch["mask"])
+    boxes, logit = m(batch["image"])
+    boxes, logit, target = boxes[ok], logit[ok], target[ok]
+    iou = paired_iou(boxes, target)
+    want = (F.l1_loss(boxes, target) + generalized_box_iou_loss(boxes, target, reduction="mean")
+            + F.binary_cross_entropy_with_logits(logit, iou.detach()))
+    assert float(loss.detach()) == float(want.detach())
+    assert m.training_step(_thorax_batch(empty=(0, 1, 2, 3)), 0) is None
+    assert m.validation_step(_thorax_batch(empty=(0, 1, 2, 3)), 0) is None
+
+
+def _twin_peaks() -> torch.Tensor:
+    """Two maps, each with two mirror-image peaks: two qualifying components of exactly equal size."""
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+
+    def peak(cy, cx):
+        return torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / 18)
+
+    a = peak(20, 16) + peak(20, 47)
+    assert torch.equal(a, a.flip(-1))
+    return torch.stack([a, a.T])[None]  # [1, 2, 64, 64]
+
+
+def test_byoa_breaks_a_tie_between_equal_components_the_same_way_on_every_path(monkeypatch):
+    """Two equally large qualifying components: BYOA used to choose both and write two rows into one centre,
+    which CUDA resolves in no fixed order. Now the component whose first pixel comes later in raster order
+    wins, whatever order the components are listed in (the old code followed the list: reversed, it took
+    the other peak) and on the GPU's labelling path as on the CPU's."""
+    import cxrbench.models.byoa as byoa
+    from cxrbench.components import Regions, propagate_regions, regions
+
+    prior = byoa.ClassBoxPrior(["a", "b"], torch.full((2, 2), 0.5), torch.full((2, 2), 0.1))
+    want = torch.tensor([[47 + 0.5 - 3.2, 20 + 0.5 - 3.2, 47 + 0.5 + 3.2, 20 + 0.5 + 3.2],
+                         [20 + 0.5 - 3.2, 47 + 0.5 - 3.2, 20 + 0.5 + 3.2, 47 + 0.5 + 3.2]])  # the later peak of each
+    boxes, fallback = byoa.byoa_boxes(_twin_peaks(), prior, with_fallback=True)
+    assert not fallback.any() and torch.allclose(boxes[0], want, atol=1e-4)
+    def backwards(labels, mask):
+        r = regions(labels, mask)
+        return Regions(r.flat, r.ids.flip(0), r.size.flip(0), r.pixel.flip(0))
+
+    monkeypatch.setattr(byoa, "regions", backwards)
+    assert torch.allclose(byoa.byoa_boxes(_twin_peaks(), prior)[0], want, atol=1e-4)  # components listed backwards
+    monkeypatch.setattr(byoa, "label_regions", lambda values, mask, connectivity, canonical: propagate_regions(
+        values, mask, connectivity))  # the CUDA path's labels, computed on the CPU
+    assert torch.allclose(byoa.byoa_boxes(_twin_peaks(), prior)[0], want, atol=1e-4)

@@ -372,27 +372,40 @@ class ThoraxBoxRegressor(Method):
                 self.net.set_anchor(torch.cat(boxes).mean(0))
 
     def _step(self, batch):
+        """(loss, IoU, confidence) over the batch's images with a mask; for a batch whose masks are all
+        empty, (a zero that keeps every output in the graph, None, None)."""
         target, ok = mask_boxes(batch["mask"])
-        boxes, logit = self(batch["image"])
-        boxes, logit, target = boxes[ok], logit[ok], target[ok]
+        out_boxes, out_logit = self(batch["image"])
+        boxes, logit, target = out_boxes[ok], out_logit[ok], target[ok]
         if len(boxes) == 0:
-            return None, None, None
+            return (out_boxes.sum() + out_logit.sum()) * 0.0, None, None
         iou = paired_iou(boxes, target)
         loss = (F.l1_loss(boxes, target) + generalized_box_iou_loss(boxes, target, reduction="mean")
                 + F.binary_cross_entropy_with_logits(logit, iou.detach()))
         return loss, iou, logit.sigmoid()
 
     def training_step(self, batch, batch_idx):
+        from ..losses import world_size
+
         loss, iou, _ = self._step(batch)
-        if loss is None:
-            return None
+        if iou is None:
+            # No mask in this batch. One process skips it (None: no optimizer step, as always). Under DDP
+            # every process must step, since each waits for the others' gradients (a skipped step hangs
+            # them): this process steps with the zero loss, whose gradients are zero for every parameter,
+            # so DDP's average is the other processes' gradients / N (tests/test_ddp_families.py).
+            return loss if world_size() > 1 else None
         self.log("train/loss", loss, prog_bar=True, batch_size=len(iou))
         self.log("train/iou", iou.mean(), batch_size=len(iou))
         return loss
 
     def validation_step(self, batch, batch_idx):
+        from ..losses import world_size
+
         loss, iou, _ = self._step(batch)
-        if loss is None:
+        if iou is None:
+            if world_size() > 1:  # every process logs the synchronised keys; weight 0 leaves the mean as it is
+                for key in ("val/loss", "val/iou"):
+                    self.log(key, loss.detach(), prog_bar=True, batch_size=0, sync_dist=True)
             return
         self.log("val/loss", loss, prog_bar=True, batch_size=len(iou), sync_dist=True)
         self.log("val/iou", iou.mean(), prog_bar=True, batch_size=len(iou), sync_dist=True)

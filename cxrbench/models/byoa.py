@@ -10,7 +10,8 @@ Everything is batched over images and classes and runs on the device of the atte
 Where the paper is silent (our choices, as scipy's defaults the public code relies on): a 3×3
 maximum filter, dilations with the 4-connected cross, 4-connected components, unweighted centres of
 mass; with several qualifying components, the one with the most pixels gives the box (radiomics needs
-one box per image and class). The mean box sizes and positions come from the training split's box
+one box per image and class), and of equally large ones the one whose first pixel comes last in raster
+order (the same on the CPU and the GPU). The mean box sizes and positions come from the training split's box
 file (``data_modules.base.class_box_prior``, handed over by the data contract), never from constants.
 """
 
@@ -93,7 +94,14 @@ def byoa_boxes(attention: torch.Tensor, prior: ClassBoxPrior, top: float = 0.1, 
     qualifies = kept[owner, iy, ix]  # the centre pixel is among the top-T pixels
     score = torch.where(qualifies, comps.size.float(), -1.0)
     best = torch.full((b * k,), -1.0, device=maps.device).scatter_reduce(0, owner, score, reduce="amax")
-    chosen = qualifies & (score == best[owner])
+    tied = qualifies & (score == best[owner])
+    # Two qualifying components of one map with the same pixel count: the one with the larger label wins,
+    # i.e. the one whose first pixel comes later in raster order (both labelling paths number components
+    # in that order). Choosing both wrote two rows into one centre, which CUDA resolves in no fixed order
+    # (the CPU's last write is this same component: CPU results are unchanged).
+    last = torch.full((b * k,), -1, dtype=torch.long, device=maps.device).scatter_reduce(
+        0, owner, torch.where(tied, comps.ids, -1), reduce="amax")
+    chosen = tied & (comps.ids == last[owner])
     center = prior.center.to(maps.device, torch.float32).repeat(b, 1) * torch.tensor([w, h], device=maps.device)  # fallback
     sel_owner = owner[chosen]
     center[sel_owner] = torch.stack([cx[chosen], cy[chosen]], 1).float() + 0.5  # pixel centre -> coordinates

@@ -16,9 +16,10 @@
   checkpoint, so the rows a checkpoint covers are on disk whenever the checkpoint is.
 - ``remove_litter``: what interrupted writes left in a cell's folder (temporaries of dead writers,
   checkpoints cut short), removed when the cell runs again.
-- ``RNGState``: the torch, numpy and Python RNG states saved in every checkpoint (as tensors and
-  plain lists: ``weights_only``-loadable) and restored on resume: the next epoch's shuffle and
-  augmentations are those of the uninterrupted run.
+- ``RNGState``: the torch, numpy, Python and CUDA RNG states and the method's own generators saved
+  in every checkpoint (as tensors and plain lists: ``weights_only``-loadable), each DDP process's own,
+  and restored on resume by each process: the next epoch's shuffle, augmentations and GMML
+  corruptions are those of the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -158,24 +159,93 @@ class FlushOnCheckpoint(L.Callback):
 
 
 class RNGState(L.Callback):
-    """Save the RNG states in each checkpoint and restore them on resume."""
+    """Save the RNG states in each checkpoint and restore them on resume, each process its own.
+
+    Saved: the CPU generators of torch, numpy and Python, this process's CUDA generator (when CUDA is in
+    use), and every ``torch.Generator`` the method holds as an attribute (GMML's corruption generators).
+    Under DDP every process runs ``on_save_checkpoint`` but only rank 0's dictionary is written, so the
+    states of all processes are gathered into it (``rng_states["ranks"]``, in rank order) and each
+    process restores its own entry: a resumed rank then draws what it would have drawn uninterrupted,
+    never rank 0's sequence. One process writes and restores exactly what it always did (rank 0's entry
+    at the top level). Restoring runs after the method's ``on_load_checkpoint`` (Lightning's order), so
+    a generator the method restored from rank 0's copy is overwritten by this process's own state. A
+    checkpoint of another world size: ranks that had no entry keep their fresh state (warned).
+    """
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        version, py_state, py_gauss = random.getstate()
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
-            "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
-        }
+        world, rank = self._world()
+        mine = self._rng_state(pl_module)
+        if world == 1:
+            checkpoint["rng_states"] = mine
+            return
+        import torch.distributed as dist
+
+        everyone: list = [None] * world
+        dist.all_gather_object(everyone, mine)  # every process runs this hook, in the same order
+        checkpoint["rng_states"] = {**everyone[0], "ranks": everyone}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         states = checkpoint.get("rng_states")
         if not states:
             return
-        torch.set_rng_state(states["torch"])
-        n = states["numpy"]
+        world, rank = self._world()
+        if "ranks" in states:
+            if len(states["ranks"]) != world:
+                warnings.warn(f"the checkpoint holds the RNG states of {len(states['ranks'])} processes, this run has "
+                              f"{world}: process {rank} restores "
+                              f"{'its own' if rank < len(states['ranks']) else 'nothing and keeps its fresh state'}",
+                              stacklevel=2)
+            if rank >= len(states["ranks"]):
+                return
+            states = states["ranks"][rank]
+        elif rank > 0:
+            warnings.warn(f"the checkpoint holds one process's RNG states: process {rank} keeps its fresh state "
+                          "rather than repeat rank 0's draws", stacklevel=2)
+            return
+        self._set_rng_state(states, pl_module)
+
+    @staticmethod
+    def _world() -> tuple[int, int]:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
+    @staticmethod
+    def _rng_state(pl_module) -> dict:
+        """This process's RNG states as tensors and plain lists (``weights_only``-loadable)."""
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, py_state, py_gauss = random.getstate()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state()  # this process's device
+        generators = {name: {"device": str(g.device), "state": g.get_state()}
+                      for name, g in sorted(vars(pl_module).items() if pl_module is not None else ())
+                      if isinstance(g, torch.Generator)}
+        if generators:
+            state["generators"] = generators
+        return state
+
+    @staticmethod
+    def _set_rng_state(state: dict, pl_module) -> None:
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
         np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-        p = states["python"]
+        p = state["python"]
         random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
+        for name, g in (state.get("generators") or {}).items():
+            if pl_module is None:
+                break
+            current = getattr(pl_module, name, None)
+            if not isinstance(current, torch.Generator):
+                current = torch.Generator(device=g["device"])
+                setattr(pl_module, name, current)
+            current.set_state(g["state"])
