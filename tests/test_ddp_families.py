@@ -342,16 +342,12 @@ def _test(m, tests: dict, rank: int, world: int, sync: bool = True, indices=None
     return {"metrics": dict(m.test_metrics), "predictions": preds}
 
 
-def _one_process(name: str, monkeypatch, pooled: bool = False) -> dict:
-    """The reference: one process, the whole batch. ``pooled``: the objective is the mean of the two
-    halves' losses (what N processes optimise where a loss pools its batch: the Dice loss)."""
+def _one_process(name: str, monkeypatch) -> dict:
+    """The reference: one process, the whole batch."""
     if name == "gmml":
         monkeypatch.setattr("cxrbench.methods.gmml.corrupt", fixed_corrupt)
     m, batch, tests = _build(name)
-    if pooled:
-        loss = sum(m.training_step(_take(batch, rows), 0) for rows in torch.arange(B).chunk(2)) / 2
-    else:
-        loss = m.training_step(batch, 0)
+    loss = m.training_step(batch, 0)
     loss.backward()
     out = {"loss": float(loss.detach()), "grads": _grads(m),
            "requires_grad": sorted(n for n, p in m.named_parameters() if p.requires_grad)}
@@ -480,9 +476,9 @@ def _same(a, b, tol: float = METRIC_ABS) -> bool:
     return abs(a - b) <= tol
 
 
-def _check(name: str, two, monkeypatch, pooled: bool = False, skip_metrics=()) -> tuple[dict, dict]:
+def _check(name: str, two, monkeypatch, skip_metrics=()) -> tuple[dict, dict]:
     answers, grads = two
-    got, one = answers[name], _one_process(name, monkeypatch, pooled)
+    got, one = answers[name], _one_process(name, monkeypatch)
     # the step: every parameter that trains has a gradient, on one process and under DDP
     assert sorted(grads[name]["ddp"]) == one["requires_grad"] == sorted(one["grads"])
     assert got["loss"] == pytest.approx(one["loss"], rel=LOSS_REL)
