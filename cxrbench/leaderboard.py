@@ -62,7 +62,8 @@ BOARDS = (
     Board("dice", "Segmentation: per-image Dice (empty vs empty = 1), IoU, HD95",
           ("lung-seg", "siim-seg"),
           (("dice/mean", "Dice"), ("dice_pos/mean", "Dice (positives)"), ("iou/mean", "IoU"),
-           ("hd95/mean", "HD95 (px of the original image)"), ("hd95_input/mean", "HD95 (px of the model input)"))),
+           ("hd95_mm/mean", "HD95 (mm)"), ("hd95/mean", "HD95 (px of the original image)"),
+           ("hd95_input/mean", "HD95 (px of the model input)"))),
 )
 
 

@@ -8,13 +8,16 @@ transforms and batching are here, identical for every dataset and every method.
 
 A batch is a dict: ``image`` uint8 [B, 1, H, W] (float32 in [0, 1] once on the device: ``transforms.to_float``); ``label`` float [B, C] (NaN = unknown) or
 long [B] for multi-class tasks; ``index`` (row of the index) and ``patient_id``; ``mask`` uint8
-[B, 1, H, W] where masks exist; ``boxes`` (list of float [k, 4] XYXY pixels of the transformed image; empty for images without boxes)
+[B, 1, H, W] where masks exist, with ``orig_size`` (long [B, 2]: the file's H, W) and ``pixel_mm`` (float64
+[B, 2]: a file pixel's size in mm, row and column, NaN where neither the DICOM header nor the release's
+``field_mm`` meta column says it); ``boxes`` (list of float [k, 4] XYXY pixels of the transformed image; empty for images without boxes)
 and ``box_labels`` (list of long [k], class positions, -1 outside the label set) where boxes exist.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,7 +33,7 @@ from torchvision import tv_tensors
 from .cache import ImageCache, RowCache, default_cache_root
 from .checks import ImageFormat, check_image_formats, check_mask_sizes
 from .contract import BoxPrior, DataContract, label_counts
-from .io import DataError, read_image
+from .io import DataError, dicom_pixel_spacing, read_image
 from .rle import decode_union
 from .splits import check_label_coverage, label_fraction, stratum_keys
 from .transforms import build_transforms
@@ -42,7 +45,7 @@ TASKS = ("multilabel", "binary", "multiclass", "segmentation")
 class DatasetIndex:
     name: str
     root: Path
-    meta: pd.DataFrame  # RangeIndex; columns include path (absolute) and patient_id
+    meta: pd.DataFrame  # RangeIndex; columns include path (absolute) and patient_id; optional field_mm
     labels: pd.DataFrame  # same index; float with NaN for unknown; columns = class names
     task: str
     eligible: np.ndarray | None = None  # rows this task/filter may use (default: any known label)
@@ -123,6 +126,7 @@ class CXRDataset(Dataset):
         self._pids = index.meta["patient_id"].astype(str).tolist()
         self._labels = index.labels.to_numpy(np.float32)
         self._boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._mm: dict[int, tuple[float, float]] = {}
         if index.boxes is not None:
             cls = {c: i for i, c in enumerate(index.classes)}
             for r, g in index.boxes.groupby("row"):
@@ -164,11 +168,25 @@ class CXRDataset(Dataset):
         if "mask" in sample:
             out["mask"] = sample["mask"].as_subclass(torch.Tensor)
             out["orig_size"] = torch.tensor([h0, w0])  # the file's (H, W): distances in its pixels (HD95)
+            out["pixel_mm"] = torch.tensor(self._pixel_mm(r, h0, w0), dtype=torch.float64)  # and in mm
         if boxes is not None:
             out["boxes"] = sample["boxes"].as_subclass(torch.Tensor)
             out["box_labels"] = torch.from_numpy(boxes[1])
         return out
 
+
+    def _pixel_mm(self, r: int, h0: int, w0: int) -> tuple[float, float]:
+        """The size in mm of one pixel of row ``r``'s file, (row, column); NaN where nothing says it. A
+        DICOM's header says it for its own file; a release that documents its detector gives the index
+        a ``field_mm`` column (the image's longer side in mm), which holds whatever size the file was
+        saved at. Read once per row."""
+        if r not in self._mm:
+            field = self.index.meta["field_mm"].iloc[r] if "field_mm" in self.index.meta else math.nan
+            if np.isfinite(field):
+                self._mm[r] = (float(field) / max(h0, w0),) * 2
+            else:
+                self._mm[r] = dicom_pixel_spacing(self._paths[r]) or (math.nan, math.nan)
+        return self._mm[r]
 
     def _label(self, r: int) -> torch.Tensor:
         label = self._labels[r]

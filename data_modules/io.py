@@ -95,6 +95,32 @@ def _read_dicom(path: str) -> np.ndarray:
     return out
 
 
+def dicom_pixel_spacing(path: str) -> tuple[float, float] | None:
+    """A DICOM's pixel size in mm, (row, column), from its header alone: PixelSpacing (0028,0030), else
+    ImagerPixelSpacing (0018,1164) as CR files often carry only that; None when neither is there or the
+    file is not a DICOM. SimpleITK's own GetSpacing() says 1.0 for a file without the tag, so the tags
+    are read, not the spacing."""
+    if not path.lower().endswith(".dcm"):
+        return None
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise DataError(f"cannot read the DICOM header of {path}: {err}") from err
+    for tag in ("0028|0030", "0018|1164"):
+        if reader.HasMetaDataKey(tag):
+            try:
+                row, col = (float(v) for v in reader.GetMetaData(tag).strip().split("\\")[:2])
+            except ValueError:
+                continue
+            if row > 0 and col > 0:
+                return row, col
+    return None
+
+
 def _to_uint8(a: np.ndarray) -> np.ndarray:
     lo, hi = float(a.min()), float(a.max())
     return ((a - lo) / max(hi - lo, 1e-6) * 255 + 0.5).astype(np.uint8)

@@ -87,9 +87,15 @@ def _combined_rows(d: Path, site: str) -> tuple[list[dict], int]:
     return rows, bare
 
 
+#: The image's longer side in mm where the release documents its detector: Montgomery's 4,892 px at
+#: 0.0875 mm (Jaeger et al. 2014, "Two public chest X-ray datasets", the set's README). Shenzhen's
+#: description gives no pixel size, so its HD95 stays in pixels.
+FIELD_MM = {"montgomery": 4892 * 0.0875, "shenzhen": float("nan")}
+
+
 def _row(img: Path, site: str, masks: list[Path]) -> dict:
     return {"path": str(img), "patient_id": f"{site}:{img.stem}", "site": site,
-            "abnormal": float(img.stem.endswith("_1")), "masks": tuple(map(str, masks))}
+            "abnormal": float(img.stem.endswith("_1")), "masks": tuple(map(str, masks)), "field_mm": FIELD_MM[site]}
 
 
 def site_layouts(root: Path, sites: list[str]) -> dict[str, tuple[str, list[dict], int]]:

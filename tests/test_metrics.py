@@ -127,6 +127,41 @@ def test_segmentation_batches_carry_the_original_size_and_hd95_is_read_in_its_pi
     assert torch.equal(original_pixels(batch, batch["mask"]), batch["orig_size"].double() / 48)
 
 
+def test_hd95_in_mm_only_where_every_image_has_a_pixel_size():
+    pred, gt = torch.zeros(2, 20, 20, dtype=torch.bool), torch.zeros(2, 20, 20, dtype=torch.bool)
+    pred[:, 3, 3], gt[:, 3, 10] = True, True  # a column shift of 7 mask pixels in both images
+    store = SegmentationMetric()
+    store.update(torch.arange(2), pred, gt, pixel_mm=torch.tensor([[0.5, 0.25], [0.5, 0.25]], dtype=torch.float64))
+    assert store.compute()["hd95_mm"] == pytest.approx(7 * 0.25)
+    mixed = SegmentationMetric()  # one image without a pixel size: no mean over the other alone
+    mixed.update(torch.arange(2), pred, gt, pixel_mm=torch.tensor([[0.5, 0.25], [math.nan, math.nan]], dtype=torch.float64))
+    assert "hd95_mm" not in mixed.compute() and mixed.per_image()["hd95_mm"][0] == pytest.approx(1.75)
+    off = SegmentationMetric(with_hd95=False)
+    off.update(torch.arange(2), pred, gt, pixel_mm=torch.full((2, 2), 0.5, dtype=torch.float64))
+    assert "hd95_mm" not in off.compute()
+
+
+def test_segmentation_batches_carry_the_pixel_size_in_mm_from_the_dicom_header_or_the_release(twin_factory, tmp_path):
+    from data_modules import SIIM, Lungs
+    from data_modules.io import dicom_pixel_spacing
+    from data_modules.lungs import FIELD_MM
+
+    root = twin_factory("siim", n=24, size=64, seed=1)
+    dm = SIIM(root, image_size=32, eval_size=32, cache_size=64, batch_size=4, num_workers=0, cache_dir=str(tmp_path / "s"))
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    files = dm.index.meta["path"].iloc[batch["index"].numpy()]
+    assert [dicom_pixel_spacing(f) for f in files] == [(0.168, 0.168)] * len(files)  # the twin writes the tag
+    assert torch.equal(batch["pixel_mm"], torch.full((len(files), 2), 0.168, dtype=torch.float64))
+    root = twin_factory("lungs", n=40, size=96, seed=3)
+    dm = Lungs(root, image_size=48, eval_size=48, cache_size=96, batch_size=40, num_workers=0, cache_dir=str(tmp_path / "l"))
+    dm.setup("fit"), dm.setup("test")
+    test, val = next(iter(dm.test_dataloader())), next(iter(dm.val_dataloader()))  # Montgomery, Shenzhen
+    assert np.isnan(val["pixel_mm"].numpy()).all()  # Shenzhen's release gives no pixel size
+    side = test["orig_size"].max(1).values.double()
+    assert torch.allclose(test["pixel_mm"], (FIELD_MM["montgomery"] / side)[:, None].expand(-1, 2))
+
+
 def test_bad_metric_input_is_refused():
     with pytest.raises(MetricInputError, match="differ in shape"):
         auc(np.zeros((4, 2)), np.zeros((5, 2)))

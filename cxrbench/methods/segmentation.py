@@ -8,9 +8,10 @@ logits at the image's size. Everything else is identical for every segmenter:
 - test: per evaluation split, the masks thresholded at ``threshold`` and scored per image at the
   DataModule's evaluation size by ``cxrbench.metrics.SegmentationMetric`` (DDP-correct): ``dice/mean``
   (empty vs empty = 1), ``dice_pos/mean`` (images with a structure only), ``iou/mean``,
-  ``iou_pos/mean``, ``hd95/mean`` in pixels of the original image file and ``hd95_input/mean`` in
-  pixels of the model input (a missed or hallucinated structure scores the image diagonal, counted in
-  ``hd95_missed``), ``empty_correct``, ``n_images``, ``n_positive``.
+  ``iou_pos/mean``, ``hd95/mean`` in pixels of the original image file, ``hd95_input/mean`` in pixels
+  of the model input and ``hd95_mm/mean`` in mm where every test image's pixel size is known (a SIIM
+  DICOM's header, Montgomery's documented detector) — a missed or hallucinated structure scores the
+  image diagonal, counted in ``hd95_missed`` —, ``empty_correct``, ``n_images``, ``n_positive``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def original_pixels(batch, masks: torch.Tensor) -> torch.Tensor | None:
         return None
     h, w = masks.shape[-2:]
     return batch["orig_size"].double().cpu() / torch.tensor([h, w], dtype=torch.float64)
+
+
+def millimetres(batch, masks: torch.Tensor) -> torch.Tensor | None:
+    """Millimetres per mask pixel, [B, 2], NaN rows where the DataModule knows no pixel size."""
+    scale = original_pixels(batch, masks)
+    if scale is None or "pixel_mm" not in batch:
+        return None
+    return scale * batch["pixel_mm"].double().cpu()
 
 
 class SegmentationMethod(Method):
@@ -102,7 +111,8 @@ class SegmentationMethod(Method):
         if split not in self.eval_metrics:
             self.eval_metrics[split] = SegmentationMetric(with_hd95=self.with_hd95).to(self.device)
         masks = self.predict_masks(self(batch["image"]))
-        self.eval_metrics[split].update(batch["index"], masks, batch["mask"], spacing=original_pixels(batch, masks))
+        self.eval_metrics[split].update(batch["index"], masks, batch["mask"], spacing=original_pixels(batch, masks),
+                                        pixel_mm=millimetres(batch, masks))
 
     def on_test_epoch_end(self):
         out: dict[str, float] = {}
@@ -113,7 +123,7 @@ class SegmentationMethod(Method):
                                             for k, v in per.items()}
             metric.reset()
             prefix = "" if split == "test" else f"{split}/"
-            for k in ("dice", "dice_pos", "iou", "iou_pos", "hd95", "hd95_input"):
+            for k in ("dice", "dice_pos", "iou", "iou_pos", "hd95", "hd95_input", "hd95_mm"):
                 if k in got:
                     out[f"{prefix}{k}/mean"] = got[k]
             for k in ("hd95_missed", "empty_correct", "n_images", "n_positive"):

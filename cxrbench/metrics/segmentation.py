@@ -10,7 +10,10 @@
   size of a mask pixel in the unit wanted) gives distances in that unit: the segmentation family passes
   the original image's pixels per model pixel, so HD95 is in pixels of the image file whatever size
   the model ran at (a 64 px twin run and a 1024 px one are read on one scale); ``hd95_input`` keeps it
-  in pixels of the model's input, the unit a paper that reports pixels at its input size uses.
+  in pixels of the model's input, the unit a paper that reports pixels at its input size uses; and
+  ``hd95_mm`` in millimetres where ``pixel_mm`` (per image, the mask pixel's size in mm) is known,
+  reported only when it is known for every image scored (a mean over the images that happen to carry
+  a pixel size would be a mean over another test set).
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ def summarize(per_image: dict[str, torch.Tensor]) -> dict[str, float]:
         if key in per_image:
             h = per_image[key].double()
             out[key] = float(h.mean()) if len(h) else math.nan
+    if "hd95_mm" in per_image and len(per_image["hd95_mm"]) and bool(per_image["hd95_mm"].isfinite().all()):
+        out["hd95_mm"] = float(per_image["hd95_mm"].double().mean())
     if "hd95" in per_image:
         out["hd95_missed"] = int((te ^ pe).sum())
     return out
@@ -111,24 +116,38 @@ def segmentation_scores(pred, target, with_hd95: bool = True) -> dict[str, float
     return summarize(per)
 
 
+HD95_KEYS = ("hd95", "hd95_input", "hd95_mm")
+
+
 class SegmentationMetric(SampleStore):
     """Per-image Dice/IoU/HD95 collected across DDP ranks; ``compute()`` gives ``summarize``'s dict."""
 
     def __init__(self, with_hd95: bool = True, **kwargs):
-        super().__init__(("dice", "iou", "target_empty", "pred_empty", "hd95", "hd95_input"), **kwargs)
+        super().__init__(HD95_KEYS + ("dice", "iou", "target_empty", "pred_empty"), **kwargs)
         self.with_hd95 = with_hd95
 
-    def update(self, index, pred, target, spacing=None) -> None:  # type: ignore[override]
+    def update(self, index, pred, target, spacing=None, pixel_mm=None) -> None:  # type: ignore[override]
+        """``spacing``: file pixels per mask pixel ([B, 2]); ``pixel_mm``: mm per mask pixel ([B, 2], NaN
+        rows where unknown)."""
         per = dice_iou(pred, target)
         none = torch.full_like(per["dice"], math.nan)
         per["hd95_input"] = hd95(pred, target) if self.with_hd95 else none
         per["hd95"] = (per["hd95_input"] if spacing is None else hd95(pred, target, spacing)) if self.with_hd95 else none
+        per["hd95_mm"] = none.clone()
+        if self.with_hd95 and pixel_mm is not None:
+            mm = torch.as_tensor(pixel_mm, dtype=torch.float64).cpu().reshape(-1, 2)
+            known = mm.isfinite().all(1)
+            if known.any():
+                p, t = _masks(pred, target)
+                per["hd95_mm"][known.to(none.device)] = hd95(p[known.to(p.device)], t[known.to(t.device)],
+                                                             mm[known]).to(none.device, none.dtype)
         super().update(index, **{k: v.to(self.device) for k, v in per.items()})
 
     def compute(self) -> dict[str, float]:  # type: ignore[override]
         per = super().compute()
         if not self.with_hd95:
-            per.pop("hd95"), per.pop("hd95_input")
+            for key in HD95_KEYS:
+                per.pop(key)
         return summarize(per)
 
     def per_image(self) -> dict[str, torch.Tensor]:
@@ -137,7 +156,8 @@ class SegmentationMetric(SampleStore):
         with self.sync_context(should_sync=self._to_sync, should_unsync=True):
             per = SampleStore.compute(self)
         if not self.with_hd95:
-            per.pop("hd95"), per.pop("hd95_input")
+            for key in HD95_KEYS:
+                per.pop(key)
         return per
 
 

@@ -143,7 +143,7 @@ def _save_dicom(path: str, img: np.ndarray, uid: str) -> None:
         "0008|0030": "000000",
         "0008|0012": "19010101",
         "0008|0013": "000000",
-        "0028|0030": "0.168\\0.168",
+        "0028|0030": "0.168\\0.168",  # the real files' typical PixelSpacing (mm) at 1024², whatever the twin's size
     }
     for k, v in tags.items():
         image.SetMetaData(k, v)
