@@ -13,7 +13,7 @@ XYXY pixels) and masks (tv_tensors.Mask) receive the same geometry.
 | stn         | STN §III-A                       | resize 512, affine: rotation 5°, shear 3°     | resize 512               |
 | gmml        | SS-CXR §3                        | resize 256, horizontal flip                   | resize 256               |
 | camcontrast | CAMContrast §4.1, public code    | random resized crop (0.8–1), flip, rotation 30° | resize side·256/224, centre crop |
-| camcontrast_seg | CAMContrast SIIM fine-tuning | as camcontrast (the mask moves with the image) | resize (the whole image) |
+| camcontrast_seg | CAMContrast Table 2, chest X-ray seg. | random resized crop at scale 1.0 / ratio 1.0 (the whole square image), flip, rotation 30°; the mask moves with the image | resize (the whole image) |
 | contrastive | SimCLR / SupCon views (CAMContrast baselines) | camcontrast + brightness/contrast jitter 0.4 | as camcontrast |
 | seg         | lung / SIIM segmentation         | resize, horizontal flip                       | resize                   |
 | plain       | tests and smoke runs             | resize                                        | resize                   |
@@ -71,9 +71,9 @@ def build_transforms(preset: str, train: bool, size: int | None = None, eval_siz
             ops.append(v2.RandomAffine(degrees=5, shear=3))
     elif preset in ("camcontrast", "camcontrast_seg", "contrastive"):
         pre = round(eval_size * 256 / 224)
-        if train:
-            ops = [v2.RandomResizedCrop(size, scale=(0.8, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-                   v2.RandomRotation(30)]
+        if train:  # Table 2: classification crops at scale 0.8–1, ratio 3/4–4/3; segmentation at 1.0 / 1.0
+            crop = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0)) if preset == "camcontrast_seg" else dict(scale=(0.8, 1.0))
+            ops = [v2.RandomResizedCrop(size, antialias=True, **crop), v2.RandomHorizontalFlip(), v2.RandomRotation(30)]
         elif preset == "camcontrast_seg":
             ops = [v2.Resize((eval_size, eval_size), antialias=True)]
         else:

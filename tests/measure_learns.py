@@ -37,6 +37,7 @@ LEARNS = {
     "unetr": "tests/test_gmml.py::test_unetr_segments_the_twins_lungs_beyond_the_lung_prior",
     "unet": "tests/test_families.py::test_random_init_unet_segments_the_twins_lungs",
     "probe": "tests/test_families.py::test_strict_probe_on_a_supce_encoder_beats_the_same_probe_on_an_unlearned_encoder",
+    "random_probe": "tests/test_families.py::test_the_tables_probe_protocol_lets_a_random_encoder_beat_chance_where_the_strict_probe_cannot",
 }
 
 KERNELS = {"default": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "DNNL_MAX_CPU_ISA": "AVX2"}}

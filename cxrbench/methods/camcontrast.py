@@ -33,7 +33,7 @@ rotation 30°; no augmentation of the heatmap crops.
 
 **Baselines** SimCLR-crop, SupCE-crop, SupCon-crop are ``ssl_baselines`` on ``NIHCrops`` without
 heatmaps (configs ``benchmarks/camcontrast/configs/{simclr,supce,supcon}_crop_nih.yaml``); ``random`` is an
-evaluation cell without an encoder artifact. Downstream: ``nih14-linear`` (strict probe) and
+evaluation cell without an encoder artifact. Downstream: ``nih14-linear`` (the public code's probe: BatchNorm in train mode) and
 ``siim-seg`` (U-Net fine-tune) — ``benchmarks/camcontrast/paper.yaml``.
 
 Deviations and choices (paper vs public code), each with its reason:

@@ -4,12 +4,16 @@ Each takes its encoder either from an artifact (``encoder_artifact``: a pretrain
 ``encoder.pt``, usually ``${needs.encoder}`` in a sweep) or, without one, builds ``encoder`` from the
 registry at random initialisation — the ``random`` baseline of CAMContrast Tables 8–9.
 
-Linear probe (lightly's benchmarks): the encoder is frozen. ``freeze='strict'`` (default) also keeps
-it in eval mode for the whole fit, so BatchNorm uses and keeps its running statistics: the probe
-measures the pretrained features and nothing else (every encoder tensor and BatchNorm buffer is
-bit-identical after training; tested). ``freeze='bn_train'`` is CAMContrast's public code: weights
-frozen (``requires_grad=False``) but the module left in train mode, so BatchNorm normalises with
-batch statistics and updates its running statistics during the probe — documented, not the default.
+Linear probe (lightly's benchmarks): the encoder is frozen. ``freeze='strict'`` (the class default)
+also keeps it in eval mode for the whole fit, so BatchNorm uses and keeps its running statistics: the
+probe measures the pretrained features and nothing else (every encoder tensor and BatchNorm buffer is
+bit-identical after training; tested). ``freeze='bn_train'`` is CAMContrast's public code
+(``train_utils.py``: ``model.train()`` over an encoder frozen by ``requires_grad=False``): BatchNorm
+normalises with batch statistics and updates its running statistics during the probe, so they become
+the probe's training images'. nih14-linear (CAMContrast Tables 8 and 12) runs ``bn_train``: under a
+strict probe a random encoder keeps its initial statistics (0, 1), its pooled features hardly vary
+across images and the Table 12 random row (61.62) cannot be reproduced; encoders pretrained on crops
+likewise carry crop statistics into whole-image probing. The strict probe is kept as a labelled variant.
 ``freeze='none'`` is a full fine-tune (SS-CXR: class token → Linear, AdamW).
 """
 
