@@ -13,7 +13,10 @@ Under DDP each process holds a slice of the global batch. A loss that contrasts 
 (``nt_xent``, ``supcon``) first gathers every process's embeddings (``gather``, with gradients), so
 that on N processes it is the loss of the whole global batch, with the same negatives as on one
 process: each process then computes that same loss, and DDP's gradient average gives the one-process
-gradient (tests/test_losses_ddp.py). solo-learn and lightly gather for the same reason.
+gradient (tests/test_losses_ddp.py). solo-learn and lightly gather for the same reason. A loss that
+averages over a variable number of entries (``masked_bce``, ``masked_focal``: known labels; ``masked_l1``:
+corrupted pixels) divides by the global batch's count (``global_mean``), so a process with fewer entries
+does not weigh its own more.
 
 NT-Xent and SupCon are written here (a masked cross-entropy each) because the one library that has
 them, pytorch-metric-learning, is outside the design card's stack; the tests check both against it.
@@ -90,19 +93,38 @@ def supcon(views: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tenso
     return -(mean_log_pos[has]).mean() if has.any() else logits.new_zeros(())
 
 
+def global_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """``total / count`` where both are this process's share of a mean over the global batch's entries
+    (known labels, masked pixels), whose number differs between processes. On one process the plain
+    ratio. On N, ``total · N / (count summed over the processes)``: DDP averages the N processes'
+    gradients, so their mean is the gradient of Σ total / Σ count, the one-process loss of the whole
+    batch; dividing by the local count instead would weight an entry of a process with few entries more
+    (what issue 27 found). The counts carry no gradient; each process's value is its share, their mean the
+    global loss (what ``sync_dist`` logs)."""
+    n = world_size()
+    if n == 1:
+        return total / count.clamp_min(1)
+    import torch.distributed as dist
+
+    everywhere = count.detach().to(total.dtype).clone()
+    dist.all_reduce(everywhere)
+    return total * n / everywhere.clamp_min(1)
+
+
 def masked_bce(logits: torch.Tensor, label: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Binary cross-entropy over the known labels (NaN = unknown), mean over known entries."""
+    """Binary cross-entropy over the known labels (NaN = unknown), mean over the global batch's known entries."""
     known = ~torch.isnan(label)
     per = F.binary_cross_entropy_with_logits(logits, label.nan_to_num(0), reduction="none",
                                              pos_weight=None if pos_weight is None else pos_weight.to(logits.dtype))
-    return (per * known).sum() / known.sum().clamp_min(1)
+    return global_mean((per * known).sum(), known.sum())
 
 
 def masked_focal(logits: torch.Tensor, label: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
-    """torchvision's sigmoid focal loss over the known labels (NaN = unknown), mean over known entries."""
+    """torchvision's sigmoid focal loss over the known labels (NaN = unknown), mean over the global batch's
+    known entries."""
     known = ~torch.isnan(label)
     per = sigmoid_focal_loss(logits, label.nan_to_num(0), alpha=alpha, gamma=gamma, reduction="none")
-    return (per * known).sum() / known.sum().clamp_min(1)
+    return global_mean((per * known).sum(), known.sum())
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -151,9 +173,11 @@ def cam_attention_loss(cams: torch.Tensor, logits: torch.Tensor, label: torch.Te
 
 def masked_l1(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """L1 between ``recon`` and ``target`` over the pixels where ``mask`` is set, averaged over those
-    pixels of the whole batch (GMML: SS-CXR Eq. 1 up to its normalisation; the public code's mean).
+    pixels of the whole (global) batch (GMML: SS-CXR Eq. 1 up to its normalisation; the public code's mean).
     Pixels outside the mask contribute neither value nor gradient."""
     m = mask.to(torch.bool).expand_as(target)
+    if world_size() > 1:  # a process may hold no corrupted pixel while the others do
+        return global_mean(((recon - target).abs() * m).sum(), m.sum())
     if not m.any():
         return recon.sum() * 0.0
     return (recon - target).abs()[m].mean()
