@@ -35,6 +35,12 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def process_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def gather(x: torch.Tensor) -> torch.Tensor:
     """Every process's rows of ``x`` in rank order, gradients flowing back to each process's own rows;
     ``x`` itself outside a multi-process run. ``torch.distributed.nn.functional.all_gather``: its backward

@@ -569,3 +569,32 @@ def test_thorax_box_steps_on_a_process_without_masks(two):
     p0, p1 = two[0]["thorax"]
     assert p1["tensor_with_grad"] and p1["loss"] == 0 and p1["own_grads_zero"]
     assert p0["all_grads"] and p1["all_grads"] and p0["err"] <= GRAD_REL, p0
+
+
+# ---- GMML's corruption generator in a checkpoint: each process's own (issue 27)
+def _gmml_checkpoint_round_trip(rank: int, world: int, path: str) -> dict:
+    import torch.distributed as dist
+
+    model = _gmml()
+    model.gen_train = torch.Generator().manual_seed(1000 + rank)  # as _train_generator seeds it: per rank
+    torch.rand(5, generator=model.gen_train)
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)  # every process runs the hook; rank 0's dictionary is written
+    if rank == 0:
+        torch.save(checkpoint, path)
+    dist.barrier()
+    expected = torch.rand(3, generator=model.gen_train).tolist()  # what this process draws next
+    resumed = _gmml()
+    resumed.on_load_checkpoint(torch.load(path, weights_only=True))
+    got = torch.rand(3, generator=resumed.gen_train).tolist()
+    answers: list = [None] * world
+    dist.all_gather_object(answers, {"expected": expected, "got": got})
+    return {"ranks": answers}
+
+
+def test_gmml_checkpoint_restores_each_processs_own_corruption_generator(tmp_path):
+    from gloo import on_two_processes
+
+    ranks = on_two_processes(_gmml_checkpoint_round_trip, tmp_path, str(tmp_path / "gmml.ckpt"))["ranks"]
+    assert [r["got"] for r in ranks] == [r["expected"] for r in ranks]  # rank 1 no longer restores rank 0's
+    assert ranks[0]["got"] != ranks[1]["got"]

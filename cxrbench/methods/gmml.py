@@ -35,7 +35,7 @@ Paper vs public code, and what we chose:
   statistics. The L1 in [0, 1] space is the normalised-space L1 divided by σ: a constant factor.
 - Randomness: the public code reseeds numpy from the OS inside the corruption (not reproducible).
   Ours draws from a seeded ``torch.Generator`` (``seed``, default: the run's seed, + the rank),
-  saved in checkpoints; validation has its own generator, reseeded every validation epoch, so every
+  saved in checkpoints, each process's own (a resumed rank never repeats rank 0's corruptions); validation has its own generator, reseeded every validation epoch, so every
   epoch's ``val/loss`` is measured on the same corruptions (the kept checkpoint is chosen on it).
 - Decoder (``decoder``): 'paper' (default) = Linear(D, 2048) → GELU → Linear(2048, 2048) → GELU →
   Linear(2048, 256) → ConvTranspose2d(256, 1, kernel = stride = patch), on the encoder's output
@@ -99,6 +99,7 @@ private pediatric test set (Tables 1–2, third column): ``benchmarks/sscxr/refe
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -106,7 +107,7 @@ from torch import nn
 
 from data_modules.splits import check_pretraining_rows
 
-from ..losses import masked_l1
+from ..losses import masked_l1, process_rank, world_size
 from ..models.unetr import build_unetr
 from .registry import register
 from ..optim import OPTIMIZERS, OptimizerRecipe, recipe_from_hparams
@@ -269,12 +270,39 @@ class GMML(PretrainingMethod):
         self.gen_val.manual_seed(self._base_seed() + 104729 + 7919 * rank)  # same corruptions every epoch
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["gmml_generator"] = self._train_generator().get_state()
+        """The corruption generator of every process: under DDP each process runs this hook and rank 0's
+        dictionary is written, so the states are gathered into it (``ranks``, in rank order)."""
+        mine = self._train_generator().get_state()
+        world = world_size()
+        if world == 1:
+            checkpoint["gmml_generator"] = mine
+            return
+        import torch.distributed as dist
+
+        everyone: list = [None] * world
+        dist.all_gather_object(everyone, mine)
+        checkpoint["gmml_generator"] = {"ranks": everyone}
 
     def on_load_checkpoint(self, checkpoint):
-        if "gmml_generator" in checkpoint:
-            self.gen_train = torch.Generator()
-            self.gen_train.set_state(checkpoint["gmml_generator"])
+        """Each process restores its own generator; a checkpoint of one process (or of fewer processes)
+        restores rank 0 only, the others keep their fresh, rank-seeded generator rather than draw rank 0's
+        corruptions."""
+        state = checkpoint.get("gmml_generator")
+        if state is None:
+            return
+        rank = process_rank()
+        if isinstance(state, dict):
+            if rank >= len(state["ranks"]):
+                warnings.warn(f"the checkpoint holds GMML generators of {len(state['ranks'])} processes: process "
+                              f"{rank} keeps its fresh one", stacklevel=2)
+                return
+            state = state["ranks"][rank]
+        elif rank > 0:
+            warnings.warn(f"the checkpoint holds one process's GMML generator: process {rank} keeps its fresh one "
+                          "rather than repeat rank 0's corruptions", stacklevel=2)
+            return
+        self.gen_train = torch.Generator()
+        self.gen_train.set_state(state)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.data is not None:
