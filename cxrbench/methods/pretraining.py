@@ -17,7 +17,9 @@ no SimCLR pair, and CAMContrast's heatmaps cover train+val only), as ``loss`` / 
 online probe's AUC (``online_auc/mean``) when there is a probe; and per image (``predictions.csv``) the
 pooled feature's L2 norm (``feature_norm``: identical norms over a split are a sign of a collapsed
 encoder) and the probe's probabilities (``online_prob/<class>``). Never a board row: a pretraining's
-result is its downstream cells'.
+result is its downstream cells'. Under DDP the test ``loss`` includes the distributed sampler's padded
+repeats (at most N − 1 images): removing them would make the processes' last batches unequal, which
+the gathered contrastive losses cannot take; the per-image arrays and the probe's AUC do not count them.
 """
 
 from __future__ import annotations
