@@ -18,7 +18,7 @@ import torch
 from cxrbench.runner.launch import status
 from cxrbench.runner.spec import load_spec
 
-from test_runner import TOY, _bench, _env, _pipeline, _spec
+from test_runner import REPO, TOY, _bench, _env, _pipeline, _spec
 
 
 def _logs(spec) -> str:
@@ -82,3 +82,37 @@ def test_a_cell_killed_on_two_processes_resumes_on_two_and_finishes(twin_factory
     resumes = json.loads((run / "resumes.json").read_text())
     assert len(resumes) == 1, resumes  # written by one process, not once per process
     assert not list(spec.runs_dir.rglob(".*.tmp*"))
+
+
+STAGE1 = str(REPO / "benchmarks/camcontrast/configs/camcontrast_cam_nih.yaml")
+STAGE2 = str(REPO / "benchmarks/camcontrast/configs/camcontrast_nih.yaml")
+TINY = {"trainer.max_epochs": 1, "trainer.max_steps": -1, "trainer.accelerator": "cpu", "trainer.callbacks": [],
+        "data.init_args.cache_size": 64, "data.init_args.batch_size": 16, "data.init_args.num_workers": 0}
+
+
+def test_camcontrast_stage1_on_two_processes_writes_one_heatmap_folder_that_stage2_reads(twin_factory, tmp_path):
+    """Stage 1's heatmap export (one writer: rank 0, through its own one-device predict loop) after a
+    2-process fit, and stage 2 on 2 processes reading it."""
+    root = twin_factory("nih", n=90, size=64)
+    cells = [{"name": "cam", "method": "camcontrast-cam", "config": STAGE1, "data": "nih", "produces": ["heatmaps"],
+              "overrides": {"model.init_args.encoder_kwargs": {"width": 4, "depth": 4}, "model.init_args.warmup_epochs": 0,
+                            "data.init_args.transforms": "plain", "data.init_args.image_size": 32,
+                            "data.init_args.eval_size": 32}},
+             {"name": "stage2", "method": "camcontrast", "config": STAGE2, "data": "nih", "produces": ["encoder"],
+              "needs": {"heatmaps": "cam"},
+              "overrides": {"data.init_args.heatmaps": "${needs.heatmaps}", "model.init_args.encoder_kwargs": {"width": 4},
+                            "data.init_args.full_size": 32, "data.init_args.image_size": 16}}]
+    spec = load_spec(_spec(tmp_path, root, cells, defaults=TINY))
+    res = _bench(spec.path, tmp_path, "--devices", "2")
+    assert res.returncode == 0, res.stdout + res.stderr + _logs(spec)
+    cam, stage2 = (spec.runs_dir / c.run_id for c in spec.cells)
+    assert "Starting with 2 processes" in (cam / "stdout.log").read_text()
+    assert sorted(p.name for p in (cam / "artifacts").iterdir()) == ["heatmaps"]  # one folder, no temporary beside it
+    meta = json.loads((cam / "artifacts/heatmaps/artifact.json").read_text())
+    assert meta["producer"]["run_id"] == spec.cells[0].run_id and meta["n"] > 0
+    assert (stage2 / "artifacts/encoder.pt").is_file()
+    log = (stage2 / "stdout.log").read_text()
+    assert "Starting with 2 processes" in log
+    # this twin's training crops leave a last batch of 1 image per process: a zero-loss step on both
+    # (it crashed the projector's BatchNorm; a skipped step would be refused by Lightning under DDP)
+    assert "steps with a zero loss" in log

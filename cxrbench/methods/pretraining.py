@@ -28,6 +28,7 @@ import math
 
 import torch
 from torch import nn
+from lightning.pytorch.utilities import rank_zero_warn
 
 from ..losses import masked_bce
 from torchmetrics import MeanMetric
@@ -107,8 +108,18 @@ class PretrainingMethod(Method):
         return masked_bce(logits, label)
 
     def training_step(self, batch, batch_idx):
-        loss, logs = self.objective(batch)
         n = len(batch["image"])
+        if n < 2 and self.contrasts_batch:
+            # An epoch's last batch can hold one image per process (the loader keeps short batches): nothing
+            # to contrast, and the projector's BatchNorm cannot normalise one sample. A zero loss on every
+            # parameter instead: Lightning refuses a skipped step (None) under DDP, and the distributed
+            # sampler pads the processes' lists to one length, so every process meets this batch at once.
+            # Its gradients are zero; momentum and weight decay still step. The public code drops the
+            # short batch (drop_last); ours keeps the loaders the same for every family.
+            rank_zero_warn(f"{type(self).__name__}: a training batch of {n} image(s) per process steps with a zero "
+                           "loss (nothing to contrast)")
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        loss, logs = self.objective(batch)
         probe = self._probe_logits(batch, logs.pop("_features", None))
         if probe is not None:
             probe_loss = self._probe_loss(probe, batch["label"])
