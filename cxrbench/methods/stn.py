@@ -371,12 +371,26 @@ class ThoraxBoxRegressor(Method):
             if boxes:  # a checkpoint being resumed overwrites this start afterwards
                 self.net.set_anchor(torch.cat(boxes).mean(0))
 
-    def _step(self, batch):
+    def _step(self, batch, global_batch: bool = False):
         """(loss, IoU, confidence) over the batch's images with a mask; for a batch whose masks are all
-        empty, (a zero that keeps every output in the graph, None, None)."""
+        empty, (a zero that keeps every output in the graph, None, None). ``global_batch`` (training under
+        DDP): the loss is this process's share of the mean over the global batch's images with a mask
+        (``losses.global_mean``), so N processes step as one does; every process takes part in the count's
+        all-reduce, a process without masks with its zero."""
+        from ..losses import global_mean, world_size
+
         target, ok = mask_boxes(batch["mask"])
         out_boxes, out_logit = self(batch["image"])
         boxes, logit, target = out_boxes[ok], out_logit[ok], target[ok]
+        if global_batch and world_size() > 1:
+            if len(boxes) == 0:
+                zero = (out_boxes.sum() + out_logit.sum()) * 0.0
+                return global_mean(zero, torch.zeros((), device=zero.device)), None, None
+            iou = paired_iou(boxes, target)
+            total = (F.l1_loss(boxes, target, reduction="sum") / 4  # l1_loss's mean is over the 4 coordinates too
+                     + generalized_box_iou_loss(boxes, target, reduction="sum")
+                     + F.binary_cross_entropy_with_logits(logit, iou.detach(), reduction="sum"))
+            return global_mean(total, torch.tensor(float(len(boxes)), device=total.device)), iou, logit.sigmoid()
         if len(boxes) == 0:
             return (out_boxes.sum() + out_logit.sum()) * 0.0, None, None
         iou = paired_iou(boxes, target)
@@ -387,12 +401,13 @@ class ThoraxBoxRegressor(Method):
     def training_step(self, batch, batch_idx):
         from ..losses import world_size
 
-        loss, iou, _ = self._step(batch)
+        loss, iou, _ = self._step(batch, global_batch=True)
         if iou is None:
             # No mask in this batch. One process skips it (None: no optimizer step, as always). Under DDP
             # every process must step, since each waits for the others' gradients (a skipped step hangs
-            # them): this process steps with the zero loss, whose gradients are zero for every parameter,
-            # so DDP's average is the other processes' gradients / N (tests/test_ddp_families.py).
+            # them): this process steps with the zero loss, whose gradients are zero for every parameter;
+            # the others' losses are shares of the global batch's mean, so DDP's average is one process's
+            # gradient over the whole batch (tests/test_ddp_families.py).
             return loss if world_size() > 1 else None
         self.log("train/loss", loss, prog_bar=True, batch_size=len(iou))
         self.log("train/iou", iou.mean(), batch_size=len(iou))
