@@ -17,8 +17,10 @@ Paper vs public code, and what we chose:
 - Corruption budgets: the paper's "70%" (noise) and "35%" (another X-ray) are areas. Public code:
   noise until the union of rectangles reaches U[0.5, p]·H·W pixels, p = 0.7 in the function's
   default (``main.py``'s own default ``--drop_perc`` is 0.75 and ``--drop_replace`` 0.3 at the
-  commit we read); replacement budget U[min(0.5, 0.35), 0.35] = exactly 0.35. We use the paper's
-  numbers, U[0.5, 0.7] and 0.35 (``noise_budget``, ``replace_budget``).
+  commit we read); replacement budget U[min(0.5, 0.35), 0.35] = exactly 0.35. Ours: U[0.5, 0.7] for
+  the noise (the public function's default range, whose top is the paper's 70%: the paper gives one
+  number, the range is the code's) and 0.35 for the replacement (the paper's 35%, which the code's rule
+  also gives) (``noise_budget``, ``replace_budget``).
 - Which images get the replacement: not in the paper; public code: each image with probability
   1 / (number of drop types + 1) = 0.5, and then its noise version is discarded and the *clean*
   image gets same-position blocks of a random image of the batch. Ours: the same, probability
@@ -73,9 +75,12 @@ Paper vs public code, and what we chose:
   linear head on detached class-token features of the clean images as a running sign, never a result.
 
 Fine-tuning (``FineTune`` with ``benchmarks/sscxr/configs/finetune_covidx.yaml``): class token after the final
-norm → Linear, AdamW 5e-4, wd 0.05, 256², 100 epochs (§4.2). Not in the paper, DeiT's defaults (which
-it says it follows): 5 warm-up epochs then cosine, drop path 0.1, batch 64; the checkpoint with the best
-validation AUC; operating point 0.5. Binary tasks use one logit and BCE (a 2-way softmax head is the
+norm → Linear, AdamW 5e-4, wd 0.05, 256², 100 epochs (§4.2). Not in the paper, and taken from DeiT's
+schedule (which it says it follows): 5 warm-up epochs then cosine, drop path 0.1, batch 64; the
+checkpoint with the best validation AUC; operating point 0.5. Not DeiT's augmentation: the preset is
+resize + horizontal flip (``transforms: gmml``), without DeiT's RandAugment, mixup/cutmix, random
+erasing or label smoothing — natural-image augmentations the paper does not name for X-rays; a
+deviation from "DeiT's defaults", chosen so that the fine-tune's augmentation is the pretraining's. Binary tasks use one logit and BCE (a 2-way softmax head is the
 same model up to a reparametrisation). The paper's binary "TPR" column is our TNR (``benchmarks/sscxr/references.yaml`` shows
 why). From-scratch rows ("ViT-S") are the same config without an artifact.
 
