@@ -34,6 +34,7 @@ from .base import CXRDataModule, DatasetIndex
 from .checks import (EIGHT_BIT, FILE, ImageFormat, check_listed_once, check_numbers, check_patients_apart,
                      check_words_in, where, with_lines)
 from .io import DataError, check_images, read_table, require_file
+from .releases import note
 from .splits import split_patients, stratum_keys
 
 NIH14 = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -220,7 +221,20 @@ class NIH(CXRDataModule):
             table = self._official_list_table()
             check_official_lists(index.meta, table)
             lists = tuple(set(table.loc[table[FILE] == name, "Image Index"]) for name in LIST_FILES)
+            self._note_box_images(index, lists)
         return nih_splits(index, self.protocol, self.split_seed, self.val_share, lists, self.box_patients)
+
+
+    @staticmethod
+    def _note_box_images(index: DatasetIndex, lists: tuple[set, set]) -> None:
+        """Where the box images lie in the official lists: if all are in test_list.txt, a model trained on
+        train_val (CAMContrast's stage 1 of Table 8) never saw them and could score nih8-loc itself,
+        without the RGT protocol's second stage 1 (issue 29; to be read on the real lists)."""
+        boxed = set(index.meta["image"].iloc[index.rows_with_boxes()])
+        if boxed:
+            in_test = len(boxed & lists[LIST_FILES.index("test_list.txt")])
+            note(f"nih: {in_test} of the {len(boxed)} box images are in test_list.txt"
+                 + ("" if in_test == len(boxed) else f", {len(boxed) - in_test} in train_val_list.txt"))
 
 
 def index_from_entries(root: Path, entries: pd.DataFrame, paths: list[str], label_set: str,

@@ -440,3 +440,21 @@ def test_cxrbench_twin_writes_each_release_and_refuses_unknown_ones(tmp_path, ca
     assert main(["twin", "covidx", "--release", "cxr3", "--vocabulary", "binary", "--out", str(tmp_path / "y"),
                  "--n", "4"]) == 2
     assert "--vocabulary sets the labels of the default covidx layout" in capsys.readouterr().err
+
+
+def test_nih_says_where_its_box_images_lie_in_the_official_lists(twin_factory, tmp_path):
+    """Whether the Table 8 stage 1 could score nih8-loc itself hangs on it (issue 29): the count is named."""
+    import re
+    import warnings
+
+    from data_modules import NIH
+
+    dm = NIH(twin_factory("nih", n=120, size=64), protocol="official", label_set="nih14", transforms="plain",
+             image_size=32, cache_size=64, cache_dir=str(tmp_path / "c"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        dm.setup("fit")
+    said = [str(w.message) for w in seen if "box images are in test_list.txt" in str(w.message)]
+    assert len(said) == 1, said
+    in_test, boxed = map(int, re.match(r"nih: (\d+) of the (\d+) box images", said[0]).groups())
+    assert boxed == len(dm.index.rows_with_boxes()) and 0 <= in_test <= boxed
