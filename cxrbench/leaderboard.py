@@ -119,7 +119,7 @@ def assign_rows(records: list[dict]) -> list[dict]:
                float(r["fraction"]), ckpt)
         if key not in newest or r.get("_mtime", 0) >= newest[key].get("_mtime", 0):
             newest[key] = r
-    kept += list(newest.values())
+    kept = choose_lr(kept + list(newest.values()))
     recipes: dict = defaultdict(dict)
     for r in kept:
         if r.get("recipe"):
@@ -135,6 +135,28 @@ def assign_rows(records: list[dict]) -> list[dict]:
             row = f"{r['method']} ({label})" if label else r["method"]
         out.append({**r, "_row": row, "_data": _data_of(r), "_fingerprint": fp or ""})
     return out
+
+
+def choose_lr(records: list[dict]) -> list[dict]:
+    """The records of an lr search (``lr_search`` in result.json: one run per grid point) reduced to the run
+    best on validation per recipe, data, seed (and fold) and fraction — the paper's protocol (CAMContrast
+    Table A.1) — its lr kept as ``_lr``. A grid point without a finite validation score is never chosen; a
+    search none of whose points scored leaves no record. Other records pass unchanged."""
+    best: dict = {}
+    out = []
+    for r in records:
+        search = r.get("lr_search")
+        if not search:
+            out.append(r)
+            continue
+        if search.get("score") is None:
+            continue
+        key = (r["task"], r["method"], (r.get("recipe") or {}).get("fingerprint"), _data_of(r), _run_key(r),
+               float(r["fraction"]))
+        sign = 1.0 if search.get("mode", "max") == "max" else -1.0
+        if key not in best or sign * search["score"] > sign * best[key]["lr_search"]["score"]:
+            best[key] = r
+    return out + [{**r, "_lr": float(r["lr_search"]["lr"])} for r in best.values()]
 
 
 def _references(references: References | None) -> References:
@@ -164,9 +186,10 @@ def aggregate(records: list[dict], references: References | None = None) -> pd.D
                      "paper_source": ref[1] if ref else "",
                      "paper_hidden": ref is None and reference(task, method, metric, fraction) is not None,
                      "seeds": " ".join(sorted(k for k, _, _ in items)),
-                     "recipe": " ".join(sorted({r["_fingerprint"] for _, _, r in items if r["_fingerprint"]}))})
+                     "recipe": " ".join(sorted({r["_fingerprint"] for _, _, r in items if r["_fingerprint"]})),
+                     "lr": ", ".join(f"seed {k}: {r['_lr']:g}" for k, _, r in sorted(items, key=lambda i: i[0]) if "_lr" in r)})
     return pd.DataFrame(rows, columns=["task", "row", "method", "data", "fraction", "metric", "mean", "std", "n", "paper",
-                                       "paper_source", "paper_hidden", "seeds", "recipe"])
+                                       "paper_source", "paper_hidden", "seeds", "recipe", "lr"])
 
 
 #: headline metric -> how the bootstrap scores it from predictions.csv
@@ -342,6 +365,11 @@ def render_board(board: Board, table: pd.DataFrame, records: list[dict],
                 cells.append(cell(None if got is None else pd.Series(got._asdict())))
             lines.append(f"| {row} | {data} | {fraction:g} | " + " | ".join(cells) + " |")
         lines.append("")
+        chosen = sorted({(r.row, r.fraction, r.lr) for r in here.itertuples() if getattr(r, "lr", "")})
+        if chosen:
+            lines += ["Learning rate chosen on the validation split per seed (the cell's lr_grid: one run per grid "
+                      "point, the best kept):", ""]
+            lines += [f"- {row} @ {fraction:g}: {lrs}" for row, fraction, lrs in chosen] + [""]
     return "\n".join(header + lines), sub
 
 

@@ -66,3 +66,28 @@ class PreemptOnce(L.Callback):
 
         if trainer.current_epoch == self.at_epoch and trainer.ckpt_path is None:
             os.kill(os.getpid(), signal.SIGUSR2)
+
+
+class ToyLR(ToyClassifier):
+    """A toy whose validation score peaks at ``best_lr`` (``val/score`` = −|log10(lr / best_lr)|) and whose
+    training loss is NaN above ``diverge_above``: two of them with different ``best_lr`` are two encoders
+    whose best learning rates differ, for the lr search's plumbing (tests/test_lr_search.py)."""
+
+    monitor = ("val/score", "max")
+
+    def __init__(self, lr: float = 0.01, best_lr: float = 0.01, diverge_above: float = float("inf"), **kwargs):
+        super().__init__(lr=lr, **kwargs)
+        self.save_hyperparameters()
+
+    def configure_optimizers(self):  # every grid point trains alike: its lr only sets the score (and the NaN)
+        return torch.optim.Adam(self.parameters(), lr=0.01)
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.hparams.lr > self.hparams.diverge_above else loss
+
+    def validation_step(self, batch, batch_idx):
+        import math
+
+        super().validation_step(batch, batch_idx)
+        self.log("val/score", -abs(math.log10(self.hparams.lr / self.hparams.best_lr)), batch_size=len(batch["image"]))

@@ -38,7 +38,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from data_modules.io import atomic_write_text
 
 from ..artifacts import ArtifactError, artifact_path
-from ..callbacks import DivergedRun
+from ..callbacks import DivergedRun, WriteResult
 from ..files import describe_os_error, writing
 from ..results import RESULT_FILE
 from ..wandb_names import WandbNameError, check_wandb_env
@@ -130,7 +130,7 @@ def cell_trainer(cli, callbacks: list, run_dir: Path, meta: dict, config: dict, 
     into ``checkpoints/`` with a ``last``) and the result writer of a cell with a task."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from ..callbacks import RecipeStamp, StopOnNonFiniteLoss, WandbTestMedia, WriteResult
+    from ..callbacks import RecipeStamp, StopOnNonFiniteLoss, WandbTestMedia
     from ..recipe import fingerprint
 
     callbacks = [c for c in callbacks if not isinstance(c, RecipeStamp)]  # the fit subcommand's; one per trainer
@@ -159,14 +159,62 @@ def cell_trainer(cli, callbacks: list, run_dir: Path, meta: dict, config: dict, 
             "logger": make_loggers(run_dir, meta, resume_epoch=keep, config=config, resume_step=keep_step)}
 
 
+def searched_recipe(recipe: dict, search: dict | None) -> dict:
+    """The recipe a grid point of an lr search is a sample of: its lr is the grid (every grid point of one
+    cell is one recipe; the board keeps the point best on validation, ``leaderboard.choose_lr``)."""
+    if not search:
+        return recipe
+    import copy
+
+    out = copy.deepcopy(recipe)
+    out.setdefault("model", {}).setdefault("init_args", {})["lr"] = {"lr_grid": list(search["grid"])}
+    return out
+
+
+def validation_score(trainer, model, dm, kept: Path) -> dict:
+    """The kept checkpoint scored on the validation split by the family's own monitor (``val/auc``,
+    ``val/dice``): what an lr search chooses by (CAMContrast Table A.1: the optimal parameters selected on
+    the validation set). NaN when the run produced no finite score."""
+    import math
+
+    monitor, mode = model.monitor
+    got = trainer.validate(model, dm, ckpt_path=str(kept), verbose=False, weights_only=True)
+    value = float((got[0] if got else {}).get(monitor, math.nan))
+    return {"monitor": monitor, "mode": mode, "score": value if math.isfinite(value) else None}
+
+
+def _record_divergence(run_dir: Path, meta: dict, err: Exception) -> Path:
+    """An lr-search grid point whose run diverged: recorded (``diverged.json``), never chosen, and the
+    cell done; the search goes on with its other points."""
+    path = run_dir / DIVERGED_FILE
+    if rank_zero_only.rank == 0:
+        with writing(path):
+            atomic_write_text(path, json.dumps({"lr_search": meta["lr_search"], "error": str(err)}, indent=1))
+        print(f"cxrbench cell: lr {meta['lr_search']['lr']:g} of the grid {meta['lr_search']['grid']} diverged "
+              f"({err}); this grid point is skipped, never chosen", flush=True)
+    return path
+
+
+DIVERGED_FILE = "diverged.json"
+
+
 def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
+    meta = json.loads((run_dir / "cell.json").read_text())
+    if not meta.get("lr_search"):
+        return _run_cell_once(run_dir, meta, devices, nodes)
+    try:
+        return _run_cell_once(run_dir, meta, devices, nodes)
+    except DivergedRun as err:
+        return _record_divergence(run_dir, meta, err)
+
+
+def _run_cell_once(run_dir: Path, meta: dict, devices: int | None, nodes: int = 1) -> Path:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from ..lightning_cli import build_cli
     from ..recipe import fingerprint
 
     result = run_dir / RESULT_FILE
-    meta = json.loads((run_dir / "cell.json").read_text())
     produces = list(meta.get("produces") or [])
     if rank_zero_only.rank == 0:  # the lock is held: whatever a killed process of this cell left is litter
         remove_litter(run_dir)
@@ -199,6 +247,8 @@ def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
                                                 keep_step, used)
     cli = build_cli(args, run=False, trainer_setup=setup)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    for w in (c for c in trainer.callbacks if isinstance(c, WriteResult)):  # after the CLI has set each one's
+        w.recipe = searched_recipe(cli.recipe, meta.get("lr_search"))  # a grid point's recipe is its grid's
     ckpts = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
 
     kept = run_dir / "model.ckpt"
@@ -226,12 +276,19 @@ def _run_cell(run_dir: Path, devices: int | None, nodes: int = 1) -> Path:
         with writing(done):
             atomic_write_text(done, json.dumps({"kept": str(kept)}, indent=1))
     if meta.get("task"):
+        if meta.get("lr_search"):
+            for w in trainer.callbacks:
+                if isinstance(w, WriteResult):  # the record says how its grid point scored on validation
+                    w.extra["lr_search"] = {**meta["lr_search"], **validation_score(trainer, model, dm, kept)}
         trainer.test(model, dm, ckpt_path=str(kept), verbose=False, weights_only=True)
     return result
 
 
 def cell_done(run_dir: Path, meta: dict) -> bool:
-    """A cell with a task is done when its result is written; every cell, when its artifacts are."""
+    """A cell with a task is done when its result is written; every cell, when its artifacts are; an
+    lr-search grid point also when its run diverged (``diverged.json``: never chosen)."""
+    if meta.get("lr_search") and (run_dir / DIVERGED_FILE).exists():
+        return True
     if meta.get("task") and not (run_dir / RESULT_FILE).exists():
         return False
     return all(artifact_path(run_dir, k).exists() for k in meta.get("produces") or [])

@@ -31,13 +31,14 @@ from .spec import Cell, Spec, SpecError
 def _meta(spec: Spec, cell: Cell) -> dict:
     return {"run_id": cell.run_id, "name": cell.name, "task": cell.task, "method": cell.method, "seed": cell.seed,
             "fraction": cell.fraction, "fold": cell.fold, "scale": cell.scale, "produces": list(cell.produces),
+            "lr_search": cell.lr_search,
             "needs": {r: {"cell": n.cell, "artifact": n.artifact, "run_id": n.run_id,
                           "path": str(cell.artifact(r, spec.runs_dir))} for r, n in cell.needs.items()}}
 
 
 def status(spec: Spec, cell: Cell) -> str:
     d = spec.runs_dir / cell.run_id
-    if cell_done(d, {"task": cell.task, "produces": cell.produces}):
+    if cell_done(d, {"task": cell.task, "produces": cell.produces, "lr_search": cell.lr_search}):
         return "done"
     if (d / "fit_done.json").exists() or (d / "checkpoints").exists():
         return "partial"

@@ -32,6 +32,8 @@ A spec (YAML; a paper's in ``benchmarks/<paper>/``)::
         folds: [0, 1, 2, 3, 4]         # optional: sets data.init_args.fold; aggregated like seeds
         needs: {encoder: simclr-nih}   # or {encoder: {cell: simclr-nih, artifact: encoder, seed: 0, fraction: 1.0}}
         overrides: {model.init_args.encoder_artifact: "${needs.encoder}"}
+        lr_grid: [0.01, 0.1]           # optional: one run per lr (model.init_args.lr) for each seed × fraction;
+                                       # the board keeps the one best on validation and names the lr it chose
 
 ``include``: the included specs' data (an entry named twice must agree) and cells, each included cell
 keeping its spec's defaults under its own overrides; then this spec's cells. The spec's own defaults
@@ -94,6 +96,7 @@ import copy
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -129,6 +132,7 @@ class Cell:
     scale: str = ""
     fold: int | None = None
     identity: dict = field(default_factory=dict)  # what stands for the data root in the run id
+    lr_search: dict | None = None  # {"grid": [...], "lr": this run's}: one grid point of a search
 
     @property
     def run_id(self) -> str:
@@ -138,7 +142,8 @@ class Cell:
         blob = json.dumps([canonical, sorted(self.produces)], sort_keys=True, default=str)
         digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
         fold = "" if self.fold is None else f"-k{self.fold}"
-        return f"{self.name}-s{self.seed}-f{self.fraction:g}{fold}-{digest}"
+        lr = "" if self.lr_search is None else f"-lr{self.lr_search['lr']:g}"
+        return f"{self.name}-s{self.seed}-f{self.fraction:g}{fold}{lr}-{digest}"
 
     def resolved_config(self, runs_dir: Path) -> dict:
         """The config with every ``${needs.ROLE}`` replaced by the producer's artifact (absolute path)."""
@@ -264,6 +269,7 @@ class _Entry:
     needs: dict[str, dict]  # role -> {cell, artifact, [seed], [fraction], [fold]}
     overrides: dict  # the spec's defaults under the cell's own
     produces: tuple[str, ...]
+    lr_grid: list[float] | None = None
 
 
 def _check_top_level(raw: dict, path: Path) -> None:
@@ -306,10 +312,19 @@ def _validate_cells(raw: dict, data: dict, repo: Path, path: Path) -> list[_Entr
     return list(entries.values())
 
 
+CELL_KEYS = {"name", "task", "method", "config", "data", "seeds", "fractions", "folds", "needs", "overrides",
+             "produces", "lr_grid"}
+
+
 def _validate_cell(c, where: str, data: dict, tasks: set[str], earlier: dict[str, _Entry], defaults: dict,
                    repo: Path) -> _Entry:
     if not isinstance(c, dict):
         raise SpecError(f"{where}: a cell is a mapping with name, method, config, data; got {c!r}")
+    unknown = sorted(set(c) - CELL_KEYS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], CELL_KEYS, n=1)
+        raise SpecError(f"{where}: unknown key(s) {unknown}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                        + f"; a cell takes {sorted(CELL_KEYS)}")
     for key in ("name", "method", "config", "data"):
         if key not in c:
             raise SpecError(f"{where}: missing {key!r}")
@@ -339,8 +354,33 @@ def _validate_cell(c, where: str, data: dict, tasks: set[str], earlier: dict[str
     effective = _with_overrides(config, overrides)
     _check_method(str(c["method"]), effective, where)
     _check_folds(folds, effective, where)
+    lr_grid = _lr_grid(c.get("lr_grid"), task, produces, overrides, effective, where)
     return _Entry(c["name"], where, task, str(c["method"]), config, c["data"], seeds, fractions, folds, needs,
-                  overrides, produces)
+                  overrides, produces, lr_grid)
+
+
+def _lr_grid(value, task, produces, overrides: dict, config: dict, where: str) -> list[float] | None:
+    """``lr_grid: [..]``: the cell's learning rate chosen per run on its validation split (CAMContrast
+    §4.2, Table A.1): one run per grid point, the board keeps the best (``leaderboard.choose_lr``)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where}: lr_grid must be a non-empty list of learning rates, e.g. [0.001, 0.01, 0.1]; "
+                        f"got {value!r} (leave it out for the config's fixed lr)")
+    try:
+        grid = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise SpecError(f"{where}: lr_grid must hold numbers; got {value!r}") from None
+    if not all(math.isfinite(v) and v > 0 for v in grid) or len(set(grid)) != len(grid):
+        raise SpecError(f"{where}: lr_grid must hold distinct positive learning rates; got {value!r}")
+    if task is None or produces:
+        raise SpecError(f"{where}: lr_grid searches an evaluation: the cell needs a task and produces nothing "
+                        "(a producer's consumers need one artifact, not one per grid point)")
+    if "model.init_args.lr" in overrides:
+        raise SpecError(f"{where}: overrides model.init_args.lr and has an lr_grid: the grid sets the lr of each run")
+    if "lr" not in ((config.get("model") or {}).get("init_args") or {}):
+        raise SpecError(f"{where}: lr_grid needs a config whose model takes model.init_args.lr")
+    return sorted(grid)
 
 
 # ------------------------------------------------------------------------- what a cell may not say
@@ -524,10 +564,16 @@ def _expand(entries: list[_Entry], data: dict, scale: str) -> list[Cell]:
                     needs = {role: _producer_run(e, role, n, seed, fraction, fold, by_entry, by_key)
                              for role, n in e.needs.items()}
                     config = _run_config(e, seed, fraction, fold, data[e.data]["root"])
-                    cell = Cell(e.name, e.task, e.method, int(seed), float(fraction), config, e.data, needs,
-                                e.produces, scale, fold, identity)
-                    by_key[(e.name, int(seed), float(fraction), fold)] = cell
-                    cells.append(cell)
+                    for lr in e.lr_grid or [None]:
+                        search = None
+                        if lr is not None:
+                            config = copy.deepcopy(config)
+                            _set_dotted(config, "model.init_args.lr", lr)
+                            search = {"grid": list(e.lr_grid), "lr": lr}
+                        cell = Cell(e.name, e.task, e.method, int(seed), float(fraction), config, e.data, needs,
+                                    e.produces, scale, fold, identity, search)
+                        by_key[(e.name, int(seed), float(fraction), fold)] = cell
+                        cells.append(cell)
     return cells
 
 
