@@ -55,6 +55,17 @@ BOARDS = (
     Board("covidx", "COVIDx (SS-CXR Tables 1–4): in-distribution test and held-out sources (shift/)", ("covidx",),
           (("auc/mean", "AUC"), ("pr_auc/mean", "PR-AUC"), ("accuracy", "ACC"), ("tnr", "TNR (paper's TPR)"),
            ("fpr", "FPR"), ("fnr", "FNR"), ("shift/auc/mean", "shift AUC"), ("shift/accuracy", "shift ACC"))),
+    # STN Table II: the rate columns are shares of all test images (they sum to 1), at the 95%-recall point;
+    # thorax-crop's fallback share says on how many test images its regressor's box was too unsure to crop.
+    Board("stn", "CheXpert normal vs abnormal (STN Table II): at the 95%-recall operating point",
+          ("chexpert-abnormal",),
+          (("auc/mean", "AUC"), ("pr_auc/mean", "PR-AUC"), ("precision", "Precision"), ("tp_share", "TP rate"),
+           ("fp_share", "FP rate"), ("tn_share", "TN rate"), ("fn_share", "FN rate"), ("recall", "recall"),
+           ("threshold", "threshold"), ("crop/fallback_share", "uncropped share"))),
+    Board("thorax", "Thorax box regressor (STN's thorax-crop baseline): held-out lung masks' boxes",
+          ("lung-thorax-box",),
+          (("box_iou/mean", "box IoU"), ("box_iou@0.5", "IoU ≥ 0.5"), ("box_iou@0.75", "IoU ≥ 0.75"),
+           ("confident_share", "confident share"), ("confidence/mean", "confidence"))),
     Board("iou", "Weakly supervised localization: IoU-accuracy (mean over classes)",
           ("nih8-loc", "nih-cardiomegaly"),
           (*((f"iou_acc@{t}/mean", f"T={t}") for t in THRESHOLDS), ("loc/boxes_per_image", "boxes/map")),

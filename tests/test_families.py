@@ -375,3 +375,34 @@ def test_batch_size_is_the_global_batch_on_any_number_of_devices(twin_factory, t
                                          r"process, and SimCLR contrasts .* at least 4"):
         build_cli([*simclr, "--data.init_args.batch_size", "2", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
                   run=False)
+
+
+def test_test_recall_fixes_recall_on_each_scored_split_and_val_recall_carries_the_val_threshold():
+    """STN Table II's operating point, both readings (issue 29): 'val_recall:R' chooses the threshold on the
+    validation split and applies it to the test split (recall there is whatever it is); 'test_recall:R'
+    sets it on the test split itself (recall exactly reaches R: an oracle, for comparison only)."""
+    from cxrbench.methods import ClassificationMethod
+    from cxrbench.metrics import SampleStore
+
+    g = torch.Generator().manual_seed(0)
+    val_p, val_t = torch.rand(200, 1, generator=g), (torch.rand(200, 1, generator=g) > 0.5).float()
+    test_t = (torch.rand(200, 1, generator=g) > 0.5).float()
+    test_p = (0.3 * test_t + 0.7 * torch.rand(200, 1, generator=g)).clamp(0, 1)  # another score distribution
+
+    def scored(rule):
+        m = ClassificationMethod(threshold=rule)
+        m.log = lambda *a, **k: None
+        for split, (p, t) in (("val", (val_p, val_t)), ("test", (test_p, test_t))):
+            if split == "val" and not rule.startswith("val_"):
+                continue
+            m.eval_stores[split] = SampleStore(("preds", "target"))
+            m.eval_stores[split].update(torch.arange(200), preds=p, target=t)
+        m.on_test_epoch_end()
+        return m.test_metrics
+
+    oracle, deployable = scored("test_recall:0.95"), scored("val_recall:0.95")
+    n_pos = int(test_t.sum())
+    assert oracle["recall"] >= 0.95 and oracle["recall"] < 0.95 + 1.0 / n_pos + 1e-9  # exactly the first reaching it
+    assert deployable["threshold"] != oracle["threshold"] and abs(deployable["recall"] - 0.95) > 1.0 / n_pos
+    with pytest.raises(ValueError, match="recall after ':' must be in"):
+        ClassificationMethod(threshold="test_recall:95")

@@ -249,3 +249,32 @@ def test_auc_by_ranks_equals_sklearn_and_resampling_keeps_patients_whole():
         for p in set(drawn):
             assert (drawn == p).sum() % (patients == p).sum() == 0  # a patient comes with all its images
         assert len(set(map(str, idx))) <= len(idx)
+
+
+def test_the_stn_board_shows_table_iis_rates_and_thorax_crops_uncropped_share_beside_the_paper(tmp_path):
+    """STN Table II's precision and TP/FP/TN/FN rates keyed and shown beside full-scale real rows, with
+    thorax-crop's share of test images its regressor left uncropped; the regressor has a board of its own."""
+    from cxrbench.references import load_references
+    from pathlib import Path
+
+    d = tmp_path / "runs"
+    rates = {"auc/mean": 0.84, "pr_auc/mean": 0.95, "precision": 0.85, "tp_share": 0.76, "fp_share": 0.13,
+             "tn_share": 0.07, "fn_share": 0.04, "recall": 0.95, "threshold": 0.3}
+    recs = [_rec("stn", "chexpert-abnormal", 0, rates, data="real", scale="full"),
+            _rec("thorax-crop", "chexpert-abnormal", 0, {**rates, "crop/fallback_share": 0.25}, data="real", scale="full"),
+            _rec("thorax-box", "lung-thorax-box", 0, {"box_iou/mean": 0.81, "box_iou@0.5": 0.97, "box_iou@0.75": 0.7,
+                                                       "confident_share": 0.4, "confidence/mean": 0.85},
+                 data="real", scale="full")]
+    for r in recs:
+        write_result(d / r["run_id"], r)
+    refs = load_references([Path(__file__).resolve().parents[1] / "benchmarks/stn/references.yaml"])
+    build_leaderboards(d, tmp_path / "r", references=refs)
+    md = (tmp_path / "r" / "leaderboard_stn.md").read_text()
+    header = next(l for l in md.splitlines() if l.startswith("| row"))
+    assert [c.strip() for c in header.split("|")[4:-1]] == ["AUC", "PR-AUC", "Precision", "TP rate", "FP rate", "TN rate",
+                                                            "FN rate", "recall", "threshold", "uncropped share"]
+    rows = _rows(md, "chexpert-abnormal")
+    assert "[paper 0.853]" in rows["stn"][4] and "[paper 0.761]" in rows["stn"][5] and "[paper 0.067]" in rows["stn"][7]
+    assert rows["thorax-crop"][-1].startswith("0.250") and rows["stn"][-1] == "–"
+    thorax = _rows((tmp_path / "r" / "leaderboard_thorax.md").read_text(), "lung-thorax-box")
+    assert thorax["thorax-box"][2].startswith("0.810")

@@ -102,6 +102,11 @@ def test_the_references_files_hold_exactly_papers_py_numbers_and_notes():
     # which is our hd95_input/mean; hd95/mean became pixels of the original image
     renamed = {"hd95/mean": "hd95_input/mean"}
     added = {("nih14-linear", "random", "auc/mean", 1.0): (0.6162, "CAMContrast Table 12 (U-Net encoder)")}  # issue 29
+    table2 = {"vgg16": (0.8433, 0.7606, 0.1414, 0.0578, 0.0402), "thorax-crop": (0.8500, 0.7605, 0.1343, 0.0649, 0.0403),
+              "stn": (0.8525, 0.7608, 0.1317, 0.0674, 0.0401)}  # STN Table II's precision and rates, keyed (issue 29)
+    for m, values in table2.items():
+        for k, v in zip(("precision", "tp_share", "fp_share", "tn_share", "fn_share"), values):
+            added[("chexpert-abnormal", m, k, 1.0)] = (v, "STN Table II")
     assert refs.values == {**{(t, m, renamed.get(k, k), f): (v, s) for t, m, k, f, v, s in old["references"]}, **added}
     overlap = {"siim-seg"}  # added since the capture (issue 28): the cross-dataset overlap note of siim-seg
     assert {k: v for k, v in refs.notes.items() if k not in overlap} == old["notes"]

@@ -35,7 +35,10 @@ class ClassificationMethod(Method):
     Args:
         num_classes, class_names, task: linked from the DataModule by the CLI.
         threshold: operating point of binary tasks: 'val_youden', 'val_f1', 'val_recall:0.95'
-            (chosen on the validation split) or 'fixed:0.5'.
+            (chosen on the validation split, applied to every evaluation split), 'test_recall:0.95' (the
+            threshold reaching that recall on each scored split itself: an oracle operating point that
+            fixes recall exactly, for comparing with a paper that reports rates at a fixed recall
+            without saying where it was set; never deployable) or 'fixed:0.5'.
         loc_threshold: heatmap level (after min-max) that separates boxes (Wang et al. 2017).
         class_weighted: weight positives by n_neg/n_pos of the training split (AMM's class weights).
     """
@@ -48,8 +51,15 @@ class ClassificationMethod(Method):
     def __init__(self, num_classes: int = 1, class_names: list[str] | None = None, task: str = "binary",
                  threshold: str = "val_youden", loc_threshold: float = 0.5, class_weighted: bool = False):
         super().__init__(num_classes, class_names, task)
-        if not (threshold.startswith(("val_recall:", "fixed:")) or threshold in ("val_youden", "val_f1")):
-            raise ValueError(f"threshold must be val_youden, val_f1, val_recall:R or fixed:T; got {threshold!r}")
+        if not (threshold.startswith(("val_recall:", "test_recall:", "fixed:")) or threshold in ("val_youden", "val_f1")):
+            raise ValueError(f"threshold must be val_youden, val_f1, val_recall:R, test_recall:R or fixed:T; got {threshold!r}")
+        if threshold.startswith(("val_recall:", "test_recall:")):
+            try:
+                recall = float(threshold.split(":", 1)[1])
+            except ValueError:
+                recall = math.nan
+            if not 0 < recall <= 1:
+                raise ValueError(f"threshold {threshold!r}: the recall after ':' must be in (0, 1], e.g. val_recall:0.95")
         if not 0 < loc_threshold < 1:
             raise ValueError(f"loc_threshold must be in (0, 1), got {loc_threshold}")
         self.threshold_rule, self.loc_threshold, self.class_weighted = threshold, loc_threshold, class_weighted
@@ -238,12 +248,16 @@ class ClassificationMethod(Method):
                 out[f"{prefix}accuracy"] = float((p.argmax(1) == t.argmax(1)).double().mean())
                 predictions[split]["pred"] = F.one_hot(p.argmax(1), self.num_classes).double().numpy()
             elif self.num_classes == 1:
-                threshold = self.choose_threshold(val) if threshold is None else threshold
-                rates = confusion_rates(p, t, threshold)
-                rep = weighted_report(p, t, threshold)
-                out[f"{prefix}threshold"] = threshold
-                predictions[split]["pred"] = (p >= threshold).double().numpy()  # the operating point's decision
-                predictions[split]["threshold"] = np.full(len(p), threshold)
+                if self.threshold_rule.startswith("test_recall:"):  # each split its own: recall fixed on it
+                    here = threshold_at_recall(p[:, 0], t[:, 0], float(self.threshold_rule.split(":", 1)[1]))
+                else:
+                    threshold = self.choose_threshold(val) if threshold is None else threshold
+                    here = threshold
+                rates = confusion_rates(p, t, here)
+                rep = weighted_report(p, t, here)
+                out[f"{prefix}threshold"] = here
+                predictions[split]["pred"] = (p >= here).double().numpy()  # the operating point's decision
+                predictions[split]["threshold"] = np.full(len(p), here)
                 for k in ("tpr", "fpr", "tnr", "fnr", "precision", "recall", "f1", "accuracy"):
                     out[f"{prefix}{k}"] = rates[k]
                 for k in ("precision", "recall", "f1"):
