@@ -30,8 +30,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from .provenance import commit
 
 if TYPE_CHECKING:
@@ -57,6 +55,8 @@ def artifact_path(run_dir: str | Path, kind: str) -> Path:
 
 
 def save_artifact(path: str | Path, kind: str, payload: dict, producer: dict | None = None) -> Path:
+    import torch  # here, not at the top: the spec checks read this module's declarations without torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"kind": kind, "format": FORMAT, "payload": payload, "sha256": payload_digest(payload),
@@ -114,6 +114,8 @@ def read_artifact(path: str | Path, kind: str, consumer: str = "this cell", expe
     """The record of a file artifact of ``kind``, verified: refuses a missing file, an unpicklable or
     foreign file, an artifact of another kind or format, one whose payload does not match its sha256,
     and (``expect_run``) one of another producer run — naming the file and what ``consumer`` needs."""
+    import torch  # here, not at the top: the spec checks read this module's declarations without torch
+
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{consumer} needs a {kind} artifact at {path}, which does not exist: has the "
@@ -169,6 +171,8 @@ def check_artifact(path: str | Path, kind: str, consumer: str = "this cell", exp
 def save_encoder(path: str | Path, encoder, producer: dict | None = None) -> Path:
     """The encoder artifact; refused when any weight is NaN or infinite (a diverged pretraining is never
     handed to a probe, whose board row would then score noise)."""
+    import torch
+
     state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:

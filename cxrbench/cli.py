@@ -66,20 +66,31 @@ def _bench(args: argparse.Namespace) -> int:
         parallel=args.parallel, partition=args.partition, timeout_min=args.timeout_min, leaderboard=args.leaderboard))
 
 
+def registered_method_names() -> list[str]:
+    """The names ``@register("...")`` gives the methods, read from the method files' text: the help lists
+    them without importing torch (tests/test_cli_runs.py checks them against the imported registry)."""
+    import re
+    from pathlib import Path
+
+    found = set()
+    for f in sorted((Path(__file__).parent / "methods").glob("*.py")):
+        found |= set(re.findall(r'^@register\("([^"]+)"\)', f.read_text(), flags=re.M))
+    return sorted(found)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from data_modules.twin import DEFAULT_SIZE, WRITERS
+    """The parser, built from declarations only (no torch, Lightning or numpy import): help in a blink."""
+    from data_modules.twin import DATASETS, DEFAULT_SIZE
 
-    from .leaderboard import BOARDS
-    from .methods import METHODS
+    from .boards import known_tasks
 
-    tasks = sorted({t for b in BOARDS for t in b.tasks})
-    epilog = (f"methods: {', '.join(sorted(METHODS))}\ntasks: {', '.join(tasks)}\n"
+    epilog = (f"methods: {', '.join(registered_method_names())}\ntasks: {', '.join(sorted(known_tasks()))}\n"
               "LightningCLI: cxrbench fit|validate|test|predict --config benchmarks/<paper>/configs/<method>_<task>.yaml")
     p = argparse.ArgumentParser(prog="cxrbench", description="Chest X-ray paper benchmarks on shared data.",
                                 epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("twin", help="write a twin dataset (real metadata, synthetic pixels, real layout)")
-    t.add_argument("dataset", choices=sorted(WRITERS))
+    t.add_argument("dataset", choices=sorted(DATASETS))
     t.add_argument("--out", required=True, help="output folder (created atomically)")
     t.add_argument("--n", type=int, required=True, help="number of images (train rows for chexpert)")
     t.add_argument("--seed", type=int, default=0)
@@ -155,18 +166,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cxrbench {argv[0]}: error: {describe_os_error(err)}", file=sys.stderr)
             return 2
         return 0
+    args = build_parser().parse_args(argv)  # --help and a bad option end here, before the heavy imports
     from data_modules.io import DataError
+    from data_modules.twin.io import TwinError
+    from data_modules.twin.sources import MissingSourceError
 
     from .artifacts import ArtifactError
     from .references import ReferencesError
     from .results import ResultError
     from .runner.spec import SpecError
-    from data_modules.twin.io import TwinError
-    from data_modules.twin.sources import MissingSourceError
-
     from .wandb_names import WandbNameError
 
-    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (TwinError, MissingSourceError, DataError, ResultError, SpecError, ArtifactError, WandbNameError,

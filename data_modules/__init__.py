@@ -2,16 +2,33 @@
 
 The twin (``data_modules.twin``) writes datasets in the real on-disk layouts from the real label files
 shipped with torchxrayvision; the DataModules read twin and real releases through the same code path.
+
+The names below are imported on first use (PEP 562): ``import data_modules.twin`` or ``.io`` does not
+pull in Lightning and torch, so that ``cxrbench --help`` and a dry run start at once.
 """
 
-from .base import CXRDataModule, DatasetIndex  # noqa: E402
-from .chexpert import CheXpert  # noqa: E402
-from .covidx import COVIDx  # noqa: E402
-from .crops import NIHCrops  # noqa: E402
-from .io import DataError  # noqa: E402
-from .lungs import Lungs  # noqa: E402
-from .nih import NIH  # noqa: E402
-from .siim import SIIM  # noqa: E402
+from __future__ import annotations
 
-DATAMODULES = {"nih": NIH, "chexpert": CheXpert, "covidx": COVIDx, "siim": SIIM, "lungs": Lungs}
+import importlib
+
+#: public name -> the submodule that defines it
+_HOME = {"CXRDataModule": "base", "DatasetIndex": "base", "CheXpert": "chexpert", "COVIDx": "covidx",
+         "NIHCrops": "crops", "DataError": "io", "Lungs": "lungs", "NIH": "nih", "SIIM": "siim"}
+#: dataset name -> its DataModule's name
+_DATAMODULES = {"nih": "NIH", "chexpert": "CheXpert", "covidx": "COVIDx", "siim": "SIIM", "lungs": "Lungs"}
 __all__ = ["CXRDataModule", "DatasetIndex", "DataError", "DATAMODULES", "NIH", "NIHCrops", "CheXpert", "COVIDx", "SIIM", "Lungs"]
+
+
+def __getattr__(name: str):
+    if name == "DATAMODULES":
+        value = {k: __getattr__(v) for k, v in _DATAMODULES.items()}
+    elif name in _HOME:
+        value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -188,3 +188,24 @@ def test_two_process_predict_writes_every_test_image_once(twin_factory, tmp_path
     probs = [c for c in one.columns if c.startswith("prob/")]
     merged = one.merge(two, on="index", suffixes=("", "_2"))
     assert all(abs(merged[c] - merged[f"{c}_2"]).max() < 1e-6 for c in probs)
+
+
+def test_help_and_the_first_line_of_a_dry_run_import_no_torch():
+    """`cxrbench --help` and `cxrbench bench SPEC`'s first line come before torch, Lightning and numpy are
+    imported (issue 33: every command took 6–15 s to start); asserted on what is imported, not on time."""
+    code = ("import sys\n"
+            "from cxrbench.cli import build_parser\n"
+            "import cxrbench.runner.bench, cxrbench.wandb_names, data_modules.twin, cxrbench.boards\n"
+            "build_parser().format_help()\n"
+            "heavy = sorted(m for m in ('torch', 'lightning', 'numpy', 'pandas', 'timm') if m in sys.modules)\n"
+            "print('HEAVY', heavy)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert "HEAVY []" in res.stdout, res.stdout
+
+
+def test_the_helps_method_list_is_the_registry():
+    from cxrbench.cli import registered_method_names
+    from cxrbench.methods import METHODS
+
+    assert registered_method_names() == sorted(METHODS)

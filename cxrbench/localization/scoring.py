@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from .boxes import box_iou
-
-THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+from .thresholds import THRESHOLDS
 
 
 def best_iou_per_class(gt_boxes, gt_labels, pred_boxes_by_class: dict[int, torch.Tensor]) -> dict[int, float]:

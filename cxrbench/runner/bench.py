@@ -33,6 +33,8 @@ def bench(opts: BenchOptions) -> int:
     from ..wandb_names import check_wandb_env
 
     check_wandb_env()  # a malformed WANDB_PROJECT/WANDB_ENTITY stops the sweep before any data or run folder is made
+    # at once, before the spec's checks import torch, Lightning and every method (seconds on a cold start)
+    print(f"cxrbench bench {opts.spec}: checking the spec and every cell's config", flush=True)
     spec = select(load_spec(opts.spec, runs_dir=opts.runs_dir), opts.only)
     problem = launcher_problem(opts)
     if problem:

@@ -248,9 +248,9 @@ def _fraction_list(value, where: str) -> list[float]:
 
 
 def known_tasks() -> set[str]:
-    from ..leaderboard import BOARDS
+    from ..boards import known_tasks as tasks
 
-    return {t for b in BOARDS for t in b.tasks}
+    return tasks()
 
 
 # ---------------------------------------------------------------------------------------- validate

@@ -6,12 +6,12 @@ the real release. Same arguments -> byte-identical files. The folder appears onl
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from . import chexpert, covidx, lungs, nih, siim
-from .io import AtomicDir, TwinError, TwinSpec, read_manifest
-
-WRITERS = {"nih": nih, "chexpert": chexpert, "covidx": covidx, "siim": siim, "lungs": lungs}
+#: the datasets a twin can be written of (each has a writer module of that name, imported on use: PEP 562
+#: ``WRITERS``, so that reading these declarations, as ``cxrbench --help`` does, imports no image stack)
+DATASETS = ("nih", "chexpert", "covidx", "siim", "lungs")
 #: Image side by default: the released size where there is one (NIH and SIIM are 1024²).
 DEFAULT_SIZE = {"nih": 1024, "chexpert": 320, "covidx": 512, "siim": 1024, "lungs": 512}
 #: The release variants each twin can write (``release`` option, ``cxrbench twin --release``); without
@@ -31,7 +31,18 @@ RELEASES = {
               "combined": "Chest X-ray Masks and Labels: Lung Segmentation/CXR_png + masks/"},
 }
 
-__all__ = ["generate", "WRITERS", "DEFAULT_SIZE", "RELEASES", "TwinError", "TwinSpec", "read_manifest"]
+__all__ = ["generate", "WRITERS", "DATASETS", "DEFAULT_SIZE", "RELEASES", "TwinError", "TwinSpec", "read_manifest"]
+
+
+def __getattr__(name: str):
+    if name == "WRITERS":
+        value = {d: importlib.import_module(f".{d}", __name__) for d in DATASETS}
+    elif name in ("AtomicDir", "TwinError", "TwinSpec", "read_manifest"):
+        value = getattr(importlib.import_module(".io", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def generate(
@@ -46,8 +57,10 @@ def generate(
     **options,
 ) -> Path:
     """Write a twin of ``dataset`` into ``out``; returns ``out``. Reuses a finished twin of the same spec."""
-    if dataset not in WRITERS:
-        raise TwinError(f"unknown dataset {dataset!r}; choose one of {', '.join(WRITERS)}")
+    from .io import AtomicDir, TwinError, TwinSpec
+
+    if dataset not in DATASETS:
+        raise TwinError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if int(n) < 1:
         raise TwinError(f"--n must be at least 1, got {n}")
     size = int(size or DEFAULT_SIZE[dataset])
@@ -74,5 +87,5 @@ def generate(
 
     lung_bank()
     with target as tmp:
-        WRITERS[dataset].write(tmp, spec, workers)
+        importlib.import_module(f".{dataset}", __name__).write(tmp, spec, workers)
     return Path(out)
