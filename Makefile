@@ -30,8 +30,8 @@ bench-smoke:  ## the main job on the embedded default: every method on twins at 
 
 bench-all:  ## the full suite on the real releases under $$CXR_DATA (GPU node)
 	@test -n "$$CXR_DATA" || { echo "bench-all: set CXR_DATA to the folder holding nih/, chexpert/, covidx/, siim/, lungs/ (the releases' layouts)"; exit 2; }
-	$(VENV)/bin/cxrbench bench benchmarks/all.yaml --estimate   # names what is missing, then device-hours per cell from measured steps
-	$(VENV)/bin/cxrbench bench benchmarks/all.yaml --leaderboard results
+	$(VENV)/bin/cxrbench bench benchmarks/all.yaml --estimate   # names what is missing, then device-hours per cell from measured steps (1 GPU per cell, as the sweep runs them)
+	$(VENV)/bin/cxrbench bench benchmarks/all.yaml --parallel auto --leaderboard results   # one cell per GPU of the node, every GPU busy
 
 gallery:  ## results/twin_gallery.png: one twin image per finding with its box or mask
 	$(PY) -m benchmarks.gallery --out results/twin_gallery.png

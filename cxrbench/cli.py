@@ -57,8 +57,27 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parallel(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--parallel takes a number of cells (1 or more) or 'auto', got {value!r}")
+    return n
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .runner.bench import BenchOptions, bench
+
+    if args.parallel == "auto":  # every GPU of the node busy: one cell per slot of --devices GPUs
+        import torch
+
+        args.parallel = max(1, torch.cuda.device_count() // max(1, args.devices or 1))
+        print(f"cxrbench bench: --parallel auto: {args.parallel} cell(s) at once "
+              f"({torch.cuda.device_count()} GPU(s), {args.devices or 1} per cell)", flush=True)
 
     return bench(BenchOptions(
         spec=args.spec, runs_dir=args.runs_dir, only=tuple(args.only or ()), dry_run=args.dry_run,
@@ -132,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--launcher", choices=["local", "slurm", "debug"], default="local",
                    help="local subprocesses, or one SLURM job per cell through submitit ('debug' runs submitit's local debug executor)")
     b.add_argument("--partition", default=None, help="SLURM partition")
-    b.add_argument("--parallel", type=int, default=1,
-                   help="local launcher: cells at once (one GPU slot of --devices GPUs each on a GPU node)")
+    b.add_argument("--parallel", type=_parallel, default=1,
+                   help="local launcher: cells at once (one GPU slot of --devices GPUs each on a GPU node); "
+                        "'auto': as many as the node has GPUs ÷ --devices (1 without a GPU)")
     b.add_argument("--nodes", type=int, default=1, help="SLURM: nodes per cell (large pretrainings)")
     b.add_argument("--timeout-min", type=int, default=24 * 60,
                    help="SLURM: job time limit; a timed-out or preempted cell is requeued and resumes")

@@ -483,3 +483,23 @@ def test_estimate_measures_a_step_and_scales_it_by_each_cells_training_steps(twi
         assert abs(r["hours"] - r["steps"] * r["step_s"] / 3600) < 1e-12
     assert "device-hours for 4 of 4 cells" in lines[-1]
     assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("config.yaml"))
+
+
+def test_estimate_measures_once_per_step_shape_and_parallel_auto_takes_every_gpu(tmp_path):
+    """Issue 33: the 15 STN fold configs, a fraction sweep and an lr grid are one step measurement each;
+    `--parallel auto` is one cell per GPU slot (1 on a machine without a GPU); a bad value is refused."""
+    from cxrbench.runner.estimate import step_key
+
+    spec = load_spec(_spec(tmp_path, tmp_path, [{"name": "a", "task": "nih8-cls", "method": "toy", "config": TOY,
+                                                 "data": "nih", "seeds": [0, 1], "fractions": [0.5, 1.0],
+                                                 "lr_grid": [0.01, 0.1]}]))
+    assert len(spec.cells) == 8 and len({step_key(c.config) for c in spec.cells}) == 1
+    other = dict(spec.cells[0].config, data={**spec.cells[0].config["data"]})
+    other["data"]["init_args"] = {**other["data"]["init_args"], "batch_size": 8}
+    assert step_key(other) != step_key(spec.cells[0].config)  # a different batch is another step
+    import torch
+
+    res = _bench(spec.path, tmp_path, "--parallel", "auto", "--dry-run")
+    assert res.returncode == 0 and f"--parallel auto: {max(1, torch.cuda.device_count())} cell(s) at once" in res.stdout
+    bad = _bench(spec.path, tmp_path, "--parallel", "none")
+    assert bad.returncode == 2 and "--parallel takes a number of cells (1 or more) or 'auto'" in bad.stderr

@@ -60,7 +60,7 @@ def bench(opts: BenchOptions) -> int:
 
         blocked = prepare_data(spec)
         spec.cells = [c for c in spec.cells if c.run_id not in blocked]  # their data cannot be read: nothing to time
-        estimate(spec)
+        estimate(spec, devices=opts.devices)
         return 0
     return launch(spec, opts)
 

@@ -26,11 +26,15 @@ from .spec import PLACEHOLDER, Cell, Spec
 
 
 class StepTimer(Callback):
-    """Lightning callback: wall time of every training step after the first (device synchronised)."""
+    """Lightning callback: wall time of every full training step after the run's first (device
+    synchronised). Counted over the run, not per epoch: on an epoch of one or two batches a per-epoch
+    "skip batch 0" timed only the short last batch; a batch smaller than the loader's (an epoch's
+    remainder) is not timed either."""
 
     def __init__(self):
         self.times: list[float] = []
         self._t0 = 0.0
+        self._seen = 0
 
     def _sync(self, trainer):
         import torch
@@ -44,8 +48,11 @@ class StepTimer(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._sync(trainer)
-        if batch_idx > 0:  # the first step pays for lazy initialisation, cuDNN autotuning, loader start
-            self.times.append(time.perf_counter() - self._t0)
+        elapsed = time.perf_counter() - self._t0
+        self._seen += 1
+        full = len(batch["image"]) >= trainer.datamodule.batch_size if isinstance(batch, dict) else True
+        if self._seen > 1 and full:  # the first step pays for lazy initialisation, cuDNN autotuning, loader start
+            self.times.append(elapsed)
 
 
 def _without_needs(value):
@@ -58,8 +65,10 @@ def _without_needs(value):
     return value
 
 
-def measure(config: dict, steps: int = 3) -> dict:
-    """Seconds per training step, training images and per-step batch for ``config`` on this machine."""
+def measure(config: dict, steps: int = 3, devices: int | None = None) -> dict:
+    """Seconds per training step, training images and per-step batch for ``config`` on this machine, on
+    ``devices`` devices (default 1): what the sweep runs each cell on (``--devices``; a config's own
+    ``devices: auto`` would take every GPU with DDP and a split batch, which no sweep cell does)."""
     import yaml
 
     from ..lightning_cli import build_cli
@@ -69,9 +78,12 @@ def measure(config: dict, steps: int = 3) -> dict:
     data.update(cache=False, fraction=1.0)
     trainer = cfg.setdefault("trainer", {})
     scratch = tempfile.mkdtemp(prefix="cxrbench-estimate-")  # LightningCLI's config copy lands here, then goes
-    trainer.update(max_steps=steps + 1, max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+    trainer.update(devices=int(devices or 1), max_steps=2 * steps + 2, max_epochs=-1, limit_val_batches=0,
+                   num_sanity_val_steps=0, logger=False,
                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=None,
                    default_root_dir=scratch)
+    if int(devices or 1) > 1:
+        trainer["strategy"] = "ddp"
     try:
         timer = StepTimer()
         cli = build_cli(["--config", yaml.safe_dump(cfg)], run=False,
@@ -92,19 +104,26 @@ def training_steps(cell: Cell, n_train: int, batch: int) -> int:
     return epochs * math.ceil(max(1, round(n_train * cell.fraction)) / batch)
 
 
-def estimate(spec: Spec, log=print, steps: int = 3) -> list[dict]:
+def step_key(config: dict) -> str:
+    """What a step's time depends on: the config without its seed, label fraction, fold and learning rate
+    (the 15 STN fold cells, a fraction sweep and an lr grid are one measurement each)."""
+    key_cfg = copy.deepcopy(config)
+    key_cfg.pop("seed_everything", None)
+    for section, name in (("data", "fraction"), ("data", "fold"), ("model", "lr")):
+        key_cfg.get(section, {}).get("init_args", {}).pop(name, None)
+    return json.dumps(key_cfg, sort_keys=True, default=str)
+
+
+def estimate(spec: Spec, log=print, steps: int = 3, devices: int | None = None) -> list[dict]:
     """One row per cell (run id, steps, step seconds, hours or why not measured); logs a table and the total."""
     measured: dict[str, dict | str] = {}
     rows = []
     for cell in spec.cells:
         config = _without_needs(cell.config)
-        key_cfg = copy.deepcopy(config)
-        key_cfg.pop("seed_everything", None)
-        key_cfg.get("data", {}).get("init_args", {}).pop("fraction", None)
-        key = json.dumps(key_cfg, sort_keys=True, default=str)
+        key = step_key(config)
         if key not in measured:
             try:
-                measured[key] = measure(config, steps)
+                measured[key] = measure(config, steps, devices)
             except (Exception, SystemExit) as err:  # a config that cannot run without its producer's artifact
                 why = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
                 measured[key] = f"not measured ({', '.join(cell.needs) or 'error'}: {why})"
@@ -113,8 +132,8 @@ def estimate(spec: Spec, log=print, steps: int = 3) -> list[dict]:
             rows.append({"run_id": cell.run_id, "hours": math.nan, "why": m})
             continue
         n = training_steps(cell, m["n_train"], m["batch"])
-        rows.append({"run_id": cell.run_id, "steps": n, "step_s": m["step_s"], "hours": n * m["step_s"] / 3600,
-                     "device": m["device"]})
+        rows.append({"run_id": cell.run_id, "steps": n, "step_s": m["step_s"],
+                     "hours": n * m["step_s"] * int(devices or 1) / 3600, "device": m["device"]})
     known = [r["hours"] for r in rows if not math.isnan(r["hours"])]
     for r in rows:
         if math.isnan(r["hours"]):
