@@ -242,6 +242,8 @@ class CXRDataModule(L.LightningDataModule):
             loss is the training objective on held-out images).
         sampler: 'random' (shuffle) or 'weighted' (STN: a WeightedRandomSampler drawing each class of
             the training split equally often; for multi-label tasks, each rarest-label stratum).
+        pin_memory: page-locked batches for fast, non-blocking copies to a GPU; None (default): off
+            here, and turned on by the cxrbench CLI when the run is on CUDA (``lightning_cli.gpu_defaults``).
     """
 
     name = "dataset"
@@ -264,7 +266,7 @@ class CXRDataModule(L.LightningDataModule):
         cache_size: int = 256,
         cache_dir: str | None = None,
         on_missing: str = "error",
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         views: int = 1,
         sampler: str = "random",
     ):
@@ -279,7 +281,7 @@ class CXRDataModule(L.LightningDataModule):
         if on_missing not in ("error", "skip"):
             raise DataError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
         self.root = Path(root)
-        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, bool(pin_memory)
         self.preset, self.image_size, self.eval_size = transforms, image_size, eval_size
         self.split_seed, self.fraction, self.subset_seed = split_seed, fraction, subset_seed
         self.use_cache, self.cache_size, self.cache_dir = cache, cache_size, cache_dir

@@ -209,3 +209,18 @@ def test_the_helps_method_list_is_the_registry():
     from cxrbench.methods import METHODS
 
     assert registered_method_names() == sorted(METHODS)
+
+
+def test_gpu_defaults_pin_memory_and_tune_cudnn_on_cuda_only(monkeypatch):
+    """Issue 33: pinned batches and cuDNN's autotuner on a CUDA run unless the config says otherwise; a CPU
+    run is left as it is (neither changes a number; neither is part of a recipe)."""
+    import cxrbench.lightning_cli as lc
+    from cxrbench.recipe import DATA_VOLATILE, TRAINER_VOLATILE
+
+    assert "pin_memory" in DATA_VOLATILE and "benchmark" in TRAINER_VOLATILE
+    for cuda, trainer, data, want in ((True, {"accelerator": "auto"}, {}, (True, True)),
+                                      (True, {"accelerator": "gpu", "benchmark": False}, {"pin_memory": False}, (False, False)),
+                                      (False, {"accelerator": "auto"}, {}, (None, None))):
+        monkeypatch.setattr(lc, "on_gpu", lambda accelerator, cuda=cuda: cuda)
+        lc.gpu_defaults(trainer, data)
+        assert (trainer.get("benchmark"), data.get("pin_memory")) == want, (cuda, trainer, data)
