@@ -319,7 +319,7 @@ def gpu_defaults(trainer, data_init) -> None:
     the numbers and are not defaults."""
     if trainer is None or not on_gpu(trainer.get("accelerator")):
         return
-    if trainer.get("benchmark") is None:
+    if trainer.get("benchmark") is None and not trainer.get("deterministic"):  # the autotuner is not deterministic
         trainer["benchmark"] = True
     if data_init is not None and data_init.get("pin_memory") is None:
         data_init["pin_memory"] = True
@@ -365,6 +365,11 @@ warnings.filterwarnings("ignore", message="LightningCLI's args parameter is inte
 
 
 def build_cli(args: list[str], run: bool = True, trainer_setup=None) -> CXRBenchCLI:
+    import data_modules
+
+    # jsonargparse resolves a short class name (--data NIH) among the loaded subclasses, and data_modules
+    # loads its DataModules on first use: load them before the parser is built
+    data_modules.DATAMODULES, data_modules.NIHCrops  # noqa: B018
     return CXRBenchCLI(Method, CXRDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
                        run=run, save_config_kwargs={"overwrite": True}, trainer_setup=trainer_setup)
 

@@ -183,7 +183,7 @@ def masked_l1(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     Pixels outside the mask contribute neither value nor gradient."""
     m = mask.to(torch.bool).expand_as(target)
     if world_size() > 1:  # a process may hold no corrupted pixel while the others do
-        return global_mean(((recon - target).abs() * m).sum(), m.sum())
+        return global_mean(torch.where(m, (recon - target).abs(), 0.0).sum(), m.sum())  # outside the mask: nothing, NaN included
     if not m.any():
         return recon.sum() * 0.0
     return (recon - target).abs()[m].mean()

@@ -8,7 +8,7 @@ transforms and batching are here, identical for every dataset and every method.
 
 A batch is a dict: ``image`` uint8 [B, 1, H, W] (float32 in [0, 1] once on the device: ``transforms.to_float``); ``label`` float [B, C] (NaN = unknown) or
 long [B] for multi-class tasks; ``index`` (row of the index) and ``patient_id``; ``mask`` uint8
-[B, 1, H, W] where masks exist, with ``orig_size`` (long [B, 2]: the file's H, W) and ``pixel_mm`` (float64
+[B, 1, H, W] where masks exist, with ``orig_size`` (long [B, 2]: the file's H, W) and ``pixel_mm`` (float32
 [B, 2]: a file pixel's size in mm, row and column, NaN where neither the DICOM header nor the release's
 ``field_mm`` meta column says it); ``boxes`` (list of float [k, 4] XYXY pixels of the transformed image; empty for images without boxes)
 and ``box_labels`` (list of long [k], class positions, -1 outside the label set) where boxes exist.
@@ -168,7 +168,7 @@ class CXRDataset(Dataset):
         if "mask" in sample:
             out["mask"] = sample["mask"].as_subclass(torch.Tensor)
             out["orig_size"] = torch.tensor([h0, w0])  # the file's (H, W): distances in its pixels (HD95)
-            out["pixel_mm"] = torch.tensor(self._pixel_mm(r, h0, w0), dtype=torch.float64)  # and in mm
+            out["pixel_mm"] = torch.tensor(self._pixel_mm(r, h0, w0), dtype=torch.float32)  # and in mm (float32: MPS)
         if boxes is not None:
             out["boxes"] = sample["boxes"].as_subclass(torch.Tensor)
             out["box_labels"] = torch.from_numpy(boxes[1])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -220,7 +221,18 @@ def test_gpu_defaults_pin_memory_and_tune_cudnn_on_cuda_only(monkeypatch):
     assert "pin_memory" in DATA_VOLATILE and "benchmark" in TRAINER_VOLATILE
     for cuda, trainer, data, want in ((True, {"accelerator": "auto"}, {}, (True, True)),
                                       (True, {"accelerator": "gpu", "benchmark": False}, {"pin_memory": False}, (False, False)),
+                                      (True, {"accelerator": "gpu", "deterministic": True}, {}, (None, True)),
                                       (False, {"accelerator": "auto"}, {}, (None, None))):
         monkeypatch.setattr(lc, "on_gpu", lambda accelerator, cuda=cuda: cuda)
         lc.gpu_defaults(trainer, data)
         assert (trainer.get("benchmark"), data.get("pin_memory")) == want, (cuda, trainer, data)
+
+
+def test_a_short_datamodule_class_name_resolves():
+    """`--data NIH` (a class name, as jsonargparse allows) still resolves with data_modules' lazy members."""
+    from cxrbench.lightning_cli import build_cli
+
+    with pytest.raises(SystemExit) as ended:  # --print_config ends after the config is resolved
+        build_cli(["fit", "--data", "NIH", "--data.init_args.root", "x", "--model", "cxrbench.methods.AMM",
+                   "--print_config"])
+    assert ended.value.code in (0, None)

@@ -80,7 +80,8 @@ def test_a_sweep_searches_two_encoders_lr_and_the_board_names_each_ones_choice(t
         for lr in (0.01, 1.0):
             rec = json.loads((runs[name, lr] / "result.json").read_text())
             assert rec["lr_search"]["lr"] == lr and rec["lr_search"]["monitor"] == "val/score"
-            assert rec["recipe"]["config"]["model"]["init_args"]["lr"] == {"lr_grid": [0.01, 1.0, 100.0]}
+            assert rec["recipe"]["config"]["model"]["init_args"]["lr"] == "searched on validation (lr_grid)"
+            assert rec["lr_search"]["grid"] == [0.01, 1.0, 100.0]
     assert json.loads((runs["enc-a", 0.01] / "result.json").read_text())["lr_search"]["score"] == pytest.approx(0)
     board = (tmp_path / "board" / "leaderboard_auc.md").read_text()
     assert "- toy-a @ 1: seed 0: 0.01" in board and "- toy-b @ 1: seed 0: 1" in board, board

@@ -152,14 +152,14 @@ def test_segmentation_batches_carry_the_pixel_size_in_mm_from_the_dicom_header_o
     batch = next(iter(dm.test_dataloader()))
     files = dm.index.meta["path"].iloc[batch["index"].numpy()]
     assert [dicom_pixel_spacing(f) for f in files] == [(0.168, 0.168)] * len(files)  # the twin writes the tag
-    assert torch.equal(batch["pixel_mm"], torch.full((len(files), 2), 0.168, dtype=torch.float64))
+    assert torch.equal(batch["pixel_mm"], torch.full((len(files), 2), 0.168, dtype=torch.float32))
     root = twin_factory("lungs", n=40, size=96, seed=3)
     dm = Lungs(root, image_size=48, eval_size=48, cache_size=96, batch_size=40, num_workers=0, cache_dir=str(tmp_path / "l"))
     dm.setup("fit"), dm.setup("test")
     test, val = next(iter(dm.test_dataloader())), next(iter(dm.val_dataloader()))  # Montgomery, Shenzhen
     assert np.isnan(val["pixel_mm"].numpy()).all()  # Shenzhen's release gives no pixel size
     side = test["orig_size"].max(1).values.double()
-    assert torch.allclose(test["pixel_mm"], (FIELD_MM["montgomery"] / side)[:, None].expand(-1, 2))
+    assert torch.allclose(test["pixel_mm"].double(), (FIELD_MM["montgomery"] / side)[:, None].expand(-1, 2))
 
 
 def test_bad_metric_input_is_refused():

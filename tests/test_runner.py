@@ -483,6 +483,11 @@ def test_estimate_measures_a_step_and_scales_it_by_each_cells_training_steps(twi
         assert abs(r["hours"] - r["steps"] * r["step_s"] / 3600) < 1e-12
     assert "device-hours for 4 of 4 cells" in lines[-1]
     assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("config.yaml"))
+    # on 2 devices per cell: one process timed with half the batch; the steps are the global batch's, the
+    # hours are device-hours (issue 33: the batch was counted per process and the hours doubled on top)
+    two = estimate(spec, log=lines.append, steps=2, devices=2)
+    for r2, r1 in zip(two, rows):
+        assert r2["steps"] == r1["steps"] and abs(r2["hours"] - 2 * r2["steps"] * r2["step_s"] / 3600) < 1e-12
 
 
 def test_estimate_measures_once_per_step_shape_and_parallel_auto_takes_every_gpu(tmp_path):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..localization import THRESHOLDS, best_iou_per_class, heatmap_to_boxes, iou_accuracy
 from ..losses import masked_bce
-from ..metrics import SampleStore, auc, confusion_rates, pr_auc, roc_points, threshold_at_recall, weighted_report
+from ..metrics import MetricInputError, SampleStore, auc, confusion_rates, pr_auc, roc_points, threshold_at_recall, weighted_report
 from .base import Method
 
 THRESHOLD_RULES = ("val_youden", "val_f1", "fixed")
@@ -249,7 +249,11 @@ class ClassificationMethod(Method):
                 predictions[split]["pred"] = F.one_hot(p.argmax(1), self.num_classes).double().numpy()
             elif self.num_classes == 1:
                 if self.threshold_rule.startswith("test_recall:"):  # each split its own: recall fixed on it
-                    here = threshold_at_recall(p[:, 0], t[:, 0], float(self.threshold_rule.split(":", 1)[1]))
+                    try:
+                        here = threshold_at_recall(p[:, 0], t[:, 0], float(self.threshold_rule.split(":", 1)[1]))
+                    except MetricInputError:  # a split without positives has no recall to fix: no rates
+                        out[f"{prefix}threshold"] = math.nan
+                        continue
                 else:
                     threshold = self.choose_threshold(val) if threshold is None else threshold
                     here = threshold

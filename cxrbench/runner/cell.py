@@ -160,15 +160,21 @@ def cell_trainer(cli, callbacks: list, run_dir: Path, meta: dict, config: dict, 
 
 
 def searched_recipe(recipe: dict, search: dict | None) -> dict:
-    """The recipe a grid point of an lr search is a sample of: its lr is the grid (every grid point of one
-    cell is one recipe; the board keeps the point best on validation, ``leaderboard.choose_lr``)."""
+    """The recipe a grid point of an lr search is a sample of: its lr is "searched on validation" (every
+    grid point of one cell is one recipe; the board keeps the point best on validation,
+    ``leaderboard.choose_lr``). The grid itself stays out of the recipe (each record keeps it under
+    ``lr_search``): a grid extended later adds points to the same search instead of starting a second
+    row beside the points already run."""
     if not search:
         return recipe
     import copy
 
     out = copy.deepcopy(recipe)
-    out.setdefault("model", {}).setdefault("init_args", {})["lr"] = {"lr_grid": list(search["grid"])}
+    out.setdefault("model", {}).setdefault("init_args", {})["lr"] = LR_SEARCHED
     return out
+
+
+LR_SEARCHED = "searched on validation (lr_grid)"
 
 
 def validation_score(trainer, model, dm, kept: Path) -> dict:

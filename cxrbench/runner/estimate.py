@@ -66,9 +66,12 @@ def _without_needs(value):
 
 
 def measure(config: dict, steps: int = 3, devices: int | None = None) -> dict:
-    """Seconds per training step, training images and per-step batch for ``config`` on this machine, on
-    ``devices`` devices (default 1): what the sweep runs each cell on (``--devices``; a config's own
-    ``devices: auto`` would take every GPU with DDP and a split batch, which no sweep cell does)."""
+    """Seconds per training step, training images and the global batch for ``config`` on one device of
+    this machine. A cell the sweep runs on ``devices`` N > 1 (``--devices``) is timed as one of its N
+    processes: one device with the batch / N each process gets (the gradient all-reduce is not
+    counted); a config's own ``devices: auto`` would take every GPU with DDP, which no sweep cell does,
+    and Lightning's DDP launcher would re-run the whole command in each process."""
+    n = int(devices or 1)
     import yaml
 
     from ..lightning_cli import build_cli
@@ -76,14 +79,15 @@ def measure(config: dict, steps: int = 3, devices: int | None = None) -> dict:
     cfg = copy.deepcopy(config)
     data = cfg.setdefault("data", {}).setdefault("init_args", {})
     data.update(cache=False, fraction=1.0)
+    if n > 1 and "batch_size" in data:
+        data["batch_size"] = max(1, int(data["batch_size"]) // n)  # one process's share of the global batch
     trainer = cfg.setdefault("trainer", {})
     scratch = tempfile.mkdtemp(prefix="cxrbench-estimate-")  # LightningCLI's config copy lands here, then goes
-    trainer.update(devices=int(devices or 1), max_steps=2 * steps + 2, max_epochs=-1, limit_val_batches=0,
+    trainer.update(devices=1, max_steps=2 * steps + 2, max_epochs=-1, limit_val_batches=0,
                    num_sanity_val_steps=0, logger=False,
                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=None,
                    default_root_dir=scratch)
-    if int(devices or 1) > 1:
-        trainer["strategy"] = "ddp"
+    trainer.pop("strategy", None)
     try:
         timer = StepTimer()
         cli = build_cli(["--config", yaml.safe_dump(cfg)], run=False,
@@ -92,8 +96,10 @@ def measure(config: dict, steps: int = 3, devices: int | None = None) -> dict:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     dm = cli.datamodule
-    return {"step_s": sum(timer.times) / max(1, len(timer.times)), "n_train": len(dm.splits["train"]),
-            "batch": int(dm.batch_size), "device": str(cli.trainer.strategy.root_device)}
+    if not timer.times:
+        raise RuntimeError("no full training batch to time (the training split holds fewer than two batches)")
+    return {"step_s": sum(timer.times) / len(timer.times), "n_train": len(dm.splits["train"]),
+            "batch": int(dm.batch_size) * n, "device": str(cli.trainer.strategy.root_device)}
 
 
 def training_steps(cell: Cell, n_train: int, batch: int) -> int:
