@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TWIN_DIR ?= .cache/twin
 
-.PHONY: install test test-fast smoke bench-smoke bench-all gallery perf perf-twin perf-loader gpu-checklist clean
+.PHONY: install test test-fast smoke bench-smoke bench-all gallery perf perf-twin perf-loader perf-capacity gpu-checklist clean
 
 install:  ## create .venv with torch, the design-card stack, pyradiomics (reference) and cxrbench (editable)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -47,6 +47,9 @@ perf-twin:  ## images/s per core of the twin generator
 
 perf-loader:  ## PNG vs memmap-cache loader throughput
 	$(PY) benchmarks/perf/loader.py
+
+perf-capacity:  ## cores each GPU needs to feed each paper config (loader img/s per core vs an H100 at 40% MFU)
+	$(PY) benchmarks/perf/loader_capacity.py
 
 clean:
 	rm -rf .cache build *.egg-info

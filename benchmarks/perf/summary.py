@@ -5,7 +5,8 @@
 Runs ``radiomics.py`` (engine vs PyRadiomics, 128 and 1,024 ROIs), ``loader.py`` (memmap cache vs PNG,
 0 and 2 workers; a worker's memory on 4× the images), ``rgt_step.py`` (one RGT step with the engine
 vs with PyRadiomics) and ``twin.py`` (twin generation per core), each measuring ours and its reference
-in the same run, and prints their logs and then the table (Markdown). Every rate is the best of
+in the same run, and ``loader_capacity.py`` (cores each GPU needs to feed each paper config at 40%
+MFU), and prints their logs and then the table (Markdown). Every rate is the best of
 repeated runs: this machine is shared, and the least disturbed run is the closest to the machine's
 speed. ``--quick`` runs each on less data (a smoke check of the command, not figures to quote).
 """
@@ -26,7 +27,7 @@ if __package__ in (None, ""):  # run as a file: import the benchmarks as the pac
 
 import torch  # noqa: E402
 
-BENCHES = ("radiomics", "loader", "rgt_step", "twin")
+BENCHES = ("radiomics", "loader", "rgt_step", "twin", "loader_capacity")
 
 
 def _radiomics(quick: bool) -> list[tuple]:
@@ -76,6 +77,18 @@ def _twin(quick: bool) -> list[tuple]:
              "target: 120 s", 120 / r["projected_nih_3000_512_s"], "≥ 1×")]
 
 
+def _loader_capacity(quick: bool) -> list[tuple]:
+    from benchmarks.perf import loader_capacity
+
+    if quick:
+        loader_capacity.TWIN_SIZE = {k: 256 for k in loader_capacity.TWIN_SIZE}
+    rows = loader_capacity.measure(n=96, batches=1 if quick else 6)
+    # a GPU node gives each GPU ~12–16 cores: the ratio is 12 cores over the cores this config needs
+    return [(f"cores per H100 at 40% MFU: {r['config']}", f"{r['cores_per_gpu']:.1f} cores "
+             f"({r['loader_img_s_per_core']:,.0f} img/s/core; GPU {r['gpu_img_s']:,.0f} img/s)",
+             "GPU node: ~12–16 cores per GPU", 12 / r["cores_per_gpu"], "≤ 12 cores") for r in rows]
+
+
 def table(rows: list[tuple]) -> str:
     lines = ["| figure | ours | reference | ratio | target |", "|---|---|---|---|---|"]
     for fig, ours, ref, ratio, target in rows:
@@ -100,7 +113,8 @@ def main(argv=None) -> list[tuple]:
     rows = []
     for name in args.only:
         print(f"\n== {name}", flush=True)
-        rows += {"radiomics": _radiomics, "loader": _loader, "rgt_step": _rgt_step, "twin": _twin}[name](args.quick)
+        rows += {"radiomics": _radiomics, "loader": _loader, "rgt_step": _rgt_step, "twin": _twin,
+                 "loader_capacity": _loader_capacity}[name](args.quick)
     print(f"\n{machine()}{'  (--quick: not figures to quote)' if args.quick else ''}\n")
     print(table(rows))
     if args.json:
