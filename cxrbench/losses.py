@@ -77,6 +77,22 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
     return F.cross_entropy(sim, torch.arange(2 * n, device=z.device).roll(n))
 
 
+def nt_xent_floor_with_identical_views(batch: int, identical: int) -> float:
+    """A lower bound of NT-Xent over 2 × ``batch`` views when ``identical`` (k) of the pairs share one
+    second view (CAMContrast stage 2: every normal image's heatmap is zeroed, §3.2 / Fig. 2, so all normal
+    heatmap crops project to one vector). Each of those 2k anchors has at least k views it cannot rank
+    above its positive (an image crop: the k copies of its positive; a heatmap crop: its positive and the
+    k − 1 copies of itself, at the largest similarity), so its loss is at least log k; every other anchor's
+    at least 0: the mean is at least (k / B) · log k. Where each normal image crop coincides with the
+    shared view, the loss is (k / B) · log(2k − 1) as τ → 0 (tested). A complete collapse (every view
+    one vector) scores log(2B − 1), above both (tests/test_camcontrast.py)."""
+    import math
+
+    if not 0 <= identical <= batch or batch < 1:
+        raise ValueError(f"identical must be in [0, batch]; got {identical} of {batch}")
+    return identical / batch * math.log(identical) if identical > 1 else 0.0
+
+
 def supcon(views: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020, L_out) over [N, V, D] embeddings of V views.
 

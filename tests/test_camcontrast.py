@@ -326,3 +326,29 @@ def test_stage2_loss_falls_on_the_exported_heatmaps(stage1, learns):
     print(f"stage-2 loss {first:.2f} -> {last:.2f} (log(2B-1) = {np.log(63):.2f})")
     assert len(losses) == 20 and all(np.isfinite(losses))
     assert last < 0.5 * first, losses
+
+
+def test_identical_normal_heatmap_views_set_an_nt_xent_floor_far_below_a_collapse():
+    """Issue 32's diagnosis of stage 2's log(2B − 1): k normal images share one (zeroed) heatmap view, so
+    NT-Xent cannot fall below (k / B) · log k, and embeddings that reach that arrangement score it; the
+    collapsed state (one vector for every view) scores log(2B − 1), well above it."""
+    import math
+
+    from cxrbench.losses import nt_xent, nt_xent_floor_with_identical_views
+
+    b, k, tau = 8, 4, 0.02
+    eye = torch.eye(16)
+    heat = torch.stack([eye[0]] * k + [eye[1 + j] for j in range(b - k)])  # normal heatmaps: one vector
+    image = heat.clone()  # each image crop onto its heatmap's view: the best the construction allows
+    floor = nt_xent_floor_with_identical_views(b, k)
+    assert floor == pytest.approx(k / b * math.log(k))
+    assert float(nt_xent(image, heat, tau)) == pytest.approx(k / b * math.log(2 * k - 1), abs=1e-6)  # reached
+    for seed in range(5):  # no arrangement goes below the bound
+        g = torch.Generator().manual_seed(seed)
+        assert float(nt_xent(image + 0.5 * torch.randn(b, 16, generator=g), heat, tau)) > floor
+        assert float(nt_xent(torch.randn(b, 16, generator=g), heat, 0.5)) > floor
+    collapsed = torch.ones(b, 16)
+    assert float(nt_xent(collapsed, collapsed, tau)) == pytest.approx(math.log(2 * b - 1), abs=1e-6)
+    assert nt_xent_floor_with_identical_views(64, 34) < math.log(2 * 64 - 1) - 2.9  # the twin's batch: 1.87 vs 4.84
+    with pytest.raises(ValueError, match="identical must be in"):
+        nt_xent_floor_with_identical_views(8, 9)

@@ -69,6 +69,13 @@ Deviations and choices (paper vs public code), each with its reason:
   BatchNorm in the projectors) fall from ~24 into the collapsed state log(2B − 1): at initialisation
   the image and heatmap projections form two tight, mutually orthogonal clusters and merging them is
   the steepest descent. The paper's 72k steps are not reproduced here (tests/test_camcontrast.py).
+  Not the floor the paper's construction imposes: with every normal heatmap zeroed, a batch's k normal
+  heatmap crops are one view, which bounds NT-Xent below by (k / B) · log k
+  (``losses.nt_xent_floor_with_identical_views``), and the arrangement where each normal image crop
+  projects onto that view scores (k / B) · log(2k − 1): 1.9 and 2.2 at the twin's batch 64, 2.3 and 2.6
+  at the paper's 120, with NIH's 53.8% "No Finding" images (60,361 of 112,120), against log(2B − 1) =
+  4.8 and 5.5. A loss at log(2B − 1) is a complete collapse, which identical normal views do not
+  explain (issue 32: the diagnosis; what avoids the collapse is not found yet).
 - Colour jitter and random grayscale (paper §3.2) are not applied to image crops: the public code's
   chest X-ray transform has neither (grayscale is meaningless on 1-channel radiographs).
 - Beyond the paper: stage 1's abnormal-class heatmap (foreground-suppressed, as exported) is scored on
