@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from cxrbench.losses import cam_attention_loss, minmax, nt_xent
-from cxrbench.methods import CAMContrast, CAMContrastCAM, LinearProbe
+from cxrbench.methods import CAMContrast, CAMContrastCAM
 from data_modules import NIH, NIHCrops
 from data_modules.crops import CROP_NAMES, crop_origins
-from data_modules.heatmaps import HeatmapStore
 from data_modules.io import DataError
 from data_modules.transforms import to_float
 
