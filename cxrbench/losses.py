@@ -41,6 +41,27 @@ def process_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def own_rank_state(saved, what: str):
+    """This process's entry of per-process states a checkpoint saved (``{"ranks": [rank 0's, …]}``,
+    gathered because only rank 0's checkpoint dictionary is written), or None where it must keep its fresh
+    state (warned): a checkpoint of fewer processes, or one process's state seen by a rank > 0, which would
+    otherwise repeat rank 0's draws. A single state on rank 0 (one process) is returned as it is."""
+    import warnings
+
+    world, rank = world_size(), process_rank()
+    if isinstance(saved, dict) and "ranks" in saved:
+        ranks = saved["ranks"]
+        if len(ranks) != world:
+            warnings.warn(f"the checkpoint holds the {what} of {len(ranks)} processes, this run has {world}: process "
+                          f"{rank} {'restores its own' if rank < len(ranks) else 'keeps its fresh one'}", stacklevel=3)
+        return ranks[rank] if rank < len(ranks) else None
+    if rank > 0:
+        warnings.warn(f"the checkpoint holds one process's {what}: process {rank} keeps its fresh one rather than "
+                      "repeat rank 0's draws", stacklevel=3)
+        return None
+    return saved
+
+
 def gather(x: torch.Tensor) -> torch.Tensor:
     """Every process's rows of ``x`` in rank order, gradients flowing back to each process's own rows;
     ``x`` itself outside a multi-process run. ``torch.distributed.nn.functional.all_gather``: its backward

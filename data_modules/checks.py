@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .io import DataError
+from .io import DataError, dicom_header
 
 FILE, LINE = "_list_file", "_list_line"  # not "_file": CheXpert tables use it for the split
 
@@ -197,12 +197,7 @@ def image_header(path: str) -> tuple[str, str, tuple[int, int]]:
     if path.lower().endswith(".dcm"):
         import SimpleITK as sitk
 
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(path)
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as err:
-            raise DataError(f"cannot read the DICOM header of {path}: {str(err).splitlines()[0]}") from None
+        reader = dicom_header(path)
         pixel = reader.GetPixelID()
         # named as PIL would name the same pixels, so one vocabulary of modes serves every format
         mode = {sitk.sitkUInt8: "L", sitk.sitkUInt16: "I;16", sitk.sitkInt16: "I;16"}.get(

@@ -95,13 +95,8 @@ def _read_dicom(path: str) -> np.ndarray:
     return out
 
 
-def dicom_pixel_spacing(path: str) -> tuple[float, float] | None:
-    """A DICOM's pixel size in mm, (row, column), from its header alone: PixelSpacing (0028,0030), else
-    ImagerPixelSpacing (0018,1164) as CR files often carry only that; None when neither is there or the
-    file is not a DICOM. SimpleITK's own GetSpacing() says 1.0 for a file without the tag, so the tags
-    are read, not the spacing."""
-    if not path.lower().endswith(".dcm"):
-        return None
+def dicom_header(path: str):
+    """A SimpleITK reader holding ``path``'s DICOM header only (no pixel data read)."""
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -109,7 +104,18 @@ def dicom_pixel_spacing(path: str) -> tuple[float, float] | None:
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
-        raise DataError(f"cannot read the DICOM header of {path}: {err}") from err
+        raise DataError(f"cannot read the DICOM header of {path}: {str(err).splitlines()[0]}") from None
+    return reader
+
+
+def dicom_pixel_spacing(path: str) -> tuple[float, float] | None:
+    """A DICOM's pixel size in mm, (row, column), from its header alone: PixelSpacing (0028,0030), else
+    ImagerPixelSpacing (0018,1164) as CR files often carry only that; None when neither is there or the
+    file is not a DICOM. SimpleITK's own GetSpacing() says 1.0 for a file without the tag, so the tags
+    are read, not the spacing."""
+    if not path.lower().endswith(".dcm"):
+        return None
+    reader = dicom_header(path)
     for tag in ("0028|0030", "0018|1164"):
         if reader.HasMetaDataKey(tag):
             try:

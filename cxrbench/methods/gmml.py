@@ -104,7 +104,6 @@ private pediatric test set (Tables 1–2, third column): ``benchmarks/sscxr/refe
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
@@ -112,7 +111,7 @@ from torch import nn
 
 from data_modules.splits import check_pretraining_rows
 
-from ..losses import masked_l1, process_rank, world_size
+from ..losses import masked_l1, own_rank_state, world_size
 from ..models.unetr import build_unetr
 from .registry import register
 from ..optim import OPTIMIZERS, OptimizerRecipe, recipe_from_hparams
@@ -292,22 +291,12 @@ class GMML(PretrainingMethod):
         """Each process restores its own generator; a checkpoint of one process (or of fewer processes)
         restores rank 0 only, the others keep their fresh, rank-seeded generator rather than draw rank 0's
         corruptions."""
-        state = checkpoint.get("gmml_generator")
-        if state is None:
+        if checkpoint.get("gmml_generator") is None:
             return
-        rank = process_rank()
-        if isinstance(state, dict):
-            if rank >= len(state["ranks"]):
-                warnings.warn(f"the checkpoint holds GMML generators of {len(state['ranks'])} processes: process "
-                              f"{rank} keeps its fresh one", stacklevel=2)
-                return
-            state = state["ranks"][rank]
-        elif rank > 0:
-            warnings.warn(f"the checkpoint holds one process's GMML generator: process {rank} keeps its fresh one "
-                          "rather than repeat rank 0's corruptions", stacklevel=2)
-            return
-        self.gen_train = torch.Generator()
-        self.gen_train.set_state(state)
+        state = own_rank_state(checkpoint["gmml_generator"], "GMML corruption generators")
+        if state is not None:
+            self.gen_train = torch.Generator()
+            self.gen_train.set_state(state)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.data is not None:

@@ -188,21 +188,11 @@ class RNGState(L.Callback):
         states = checkpoint.get("rng_states")
         if not states:
             return
-        world, rank = self._world()
-        if "ranks" in states:
-            if len(states["ranks"]) != world:
-                warnings.warn(f"the checkpoint holds the RNG states of {len(states['ranks'])} processes, this run has "
-                              f"{world}: process {rank} restores "
-                              f"{'its own' if rank < len(states['ranks']) else 'nothing and keeps its fresh state'}",
-                              stacklevel=2)
-            if rank >= len(states["ranks"]):
-                return
-            states = states["ranks"][rank]
-        elif rank > 0:
-            warnings.warn(f"the checkpoint holds one process's RNG states: process {rank} keeps its fresh state "
-                          "rather than repeat rank 0's draws", stacklevel=2)
-            return
-        self._set_rng_state(states, pl_module)
+        from ..losses import own_rank_state
+
+        states = own_rank_state(states, "RNG states")
+        if states is not None:
+            self._set_rng_state(states, pl_module)
 
     @staticmethod
     def _world() -> tuple[int, int]:

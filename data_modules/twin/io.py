@@ -127,11 +127,19 @@ def save_image(path: str, img: np.ndarray, fmt: str, dicom_uid: str | None = Non
         raise ValueError(f"unknown image format {fmt!r}")
 
 
+#: the real SIIM files' typical PixelSpacing (mm, at 1024²), written whatever the twin's size
+PIXEL_SPACING_MM = 0.168
+
+
 def _save_dicom(path: str, img: np.ndarray, uid: str) -> None:
     """A CR DICOM through SimpleITK, with every generated tag fixed so output is reproducible."""
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(img)
+    # the geometry too: after a DICOM has been read in the same process, SimpleITK's GDCM writer takes
+    # PixelSpacing from the image's spacing (1.0 by default) instead of the tag set below (and adds geometry
+    # tags: such a file's bytes differ, its pixels and the tags the readers use do not)
+    image.SetSpacing((PIXEL_SPACING_MM, PIXEL_SPACING_MM))
     tags = {
         "0008|0016": "1.2.840.10008.5.1.4.1.1.7",  # secondary capture
         "0008|0018": uid,  # SOP instance UID = ImageId, as in the SIIM release
@@ -143,7 +151,7 @@ def _save_dicom(path: str, img: np.ndarray, uid: str) -> None:
         "0008|0030": "000000",
         "0008|0012": "19010101",
         "0008|0013": "000000",
-        "0028|0030": "0.168\\0.168",  # the real files' typical PixelSpacing (mm) at 1024², whatever the twin's size
+        "0028|0030": f"{PIXEL_SPACING_MM}\\{PIXEL_SPACING_MM}",
     }
     for k, v in tags.items():
         image.SetMetaData(k, v)
