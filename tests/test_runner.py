@@ -79,6 +79,20 @@ def test_spec_errors_are_named(tmp_path):
             load_spec(_spec(tmp_path, tmp_path, [{**cell, **change}]))
 
 
+def kill_after_first_checkpoint(spec_path, tmp_path, run_dir, *extra, wait_s: float = 180) -> None:
+    """Start ``cxrbench bench SPEC *extra``, and once ``run_dir`` has its first checkpoint (plus a second)
+    SIGKILL the runner and every process of the cell it is running, mid-training."""
+    proc = subprocess.Popen([sys.executable, "-m", "cxrbench.cli", "bench", str(spec_path), *extra], cwd=tmp_path,
+                            env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + wait_s  # generous: process starts on a slow machine
+    while time.time() < deadline and not (run_dir / "checkpoints/last.ckpt").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_killed_sweep_resumes_and_finishes_every_cell_once(twin_factory, tmp_path):
     root = twin_factory("nih", n=90, size=64)
     slow = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
@@ -90,15 +104,7 @@ def test_killed_sweep_resumes_and_finishes_every_cell_once(twin_factory, tmp_pat
     spec_path = _spec(tmp_path, root, cells)
     spec = load_spec(spec_path)
     slow_dir = spec.runs_dir / spec.cells[0].run_id
-    proc = subprocess.Popen([sys.executable, "-m", "cxrbench.cli", "bench", str(spec_path)], cwd=tmp_path,
-                            env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (slow_dir / "checkpoints/last.ckpt").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGKILL)  # the runner and the cell it is running, mid-training
-    proc.wait()
+    kill_after_first_checkpoint(spec_path, tmp_path, slow_dir)
     assert (slow_dir / "checkpoints/last.ckpt").exists() and not (slow_dir / "result.json").exists()
     assert status(spec, spec.cells[0]) == "partial"
     res = _bench(spec_path, tmp_path)

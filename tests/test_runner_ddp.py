@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import torch
@@ -18,7 +13,7 @@ import torch
 from cxrbench.runner.launch import status
 from cxrbench.runner.spec import load_spec
 
-from test_runner import REPO, TOY, _bench, _env, _pipeline, _spec
+from test_runner import REPO, TOY, _bench, _pipeline, _spec, kill_after_first_checkpoint
 
 
 def _logs(spec) -> str:
@@ -61,15 +56,7 @@ def test_a_cell_killed_on_two_processes_resumes_on_two_and_finishes(twin_factory
                                         "overrides": {"trainer.max_epochs": epochs, "trainer.callbacks": slow}}])
     spec = load_spec(spec_path)
     run = spec.runs_dir / spec.cells[0].run_id
-    proc = subprocess.Popen([sys.executable, "-m", "cxrbench.cli", "bench", str(spec_path), "--devices", "2"],
-                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 180  # 2 process starts on a slow machine
-    while time.time() < deadline and not (run / "checkpoints/last.ckpt").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGKILL)  # the runner and both processes of the cell, mid-training
-    proc.wait()
+    kill_after_first_checkpoint(spec_path, tmp_path, run, "--devices", "2")  # the runner and both processes
     assert (run / "checkpoints/last.ckpt").exists() and not (run / "result.json").exists()
     assert status(spec, spec.cells[0]) == "partial"
     res = _bench(spec_path, tmp_path, "--devices", "2")
