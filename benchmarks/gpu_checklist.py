@@ -69,7 +69,7 @@ def device_name(device: str) -> str:
 def record(item: str, results: dict, summary: str, args) -> Path:
     """results/gpu/<item>.json and its line in results/gpu/README.md (replacing the item's earlier line)."""
     from cxrbench.provenance import commit
-    from data_modules.io import atomic_write_text
+    from cxrbench.files import atomic_write_text
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

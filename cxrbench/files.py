@@ -23,6 +23,15 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+# The one atomic text writer. It lives on the lowest floor (the data layer writes its caches and lists
+# with it too, and never imports cxrbench); the reporting layer (results, runner, leaderboards) takes
+# it from here, its own module for the filesystem.
+from data_modules.io import atomic_write_text
+
+__all__ = ["CannotWrite", "atomic_write_text", "describe_os_error", "interrupted_writes",
+           "remove_interrupted_writes", "remove_own_partial_writes", "remove_stale_outputs",
+           "remove_truncated_checkpoints", "truncated_zip", "writer_alive", "writing"]
+
 #: ``.NAME.tmp<pid>`` or ``.STEM.tmp<pid>.EXT``: what ``atomic_write_text``, ``save_artifact``, the heatmap
 #: writer, the runner's model.ckpt copy and the leaderboard's plots write before renaming into place
 TEMPORARY = re.compile(r"^\..+\.tmp(?P<pid>\d+)(\.[A-Za-z0-9]+)?$")
@@ -186,8 +195,6 @@ def remove_stale_outputs(out: str | Path, produced: list[Path], owned: tuple[str
     names = sorted({Path(p).name for p in produced})
     before = _recorded_outputs(record) if record.exists() else sorted({p.name for g in owned for p in out.glob(g)})
     stale = [out / n for n in sorted(set(before) - set(names)) if (out / n).is_file()]
-    from data_modules.io import atomic_write_text
-
     with writing(record):
         atomic_write_text(record, json.dumps(names, indent=1))
     for path in stale:

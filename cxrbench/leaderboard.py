@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_modules.io import atomic_write_text
+from .files import atomic_write_text
 
 from .boards import BOARDS, Board  # noqa: F401  (Board re-exported: the boards' declarations live there)
 from .files import CannotWrite, remove_interrupted_writes, remove_own_partial_writes, remove_stale_outputs, writing

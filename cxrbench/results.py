@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_modules.io import atomic_write_text
+from .files import atomic_write_text
 
 PREDICTIONS_FILE = "predictions.csv"
 REQUIRED = {"run_id": str, "method": str, "task": str, "seed": int, "fraction": (int, float),

@@ -29,7 +29,7 @@ from cxrbench.localization.chance import VersusChance  # noqa: E402
 from cxrbench.methods import RGT  # noqa: E402
 from cxrbench.provenance import commit, data_provenance  # noqa: E402
 from data_modules import NIH  # noqa: E402
-from data_modules.io import atomic_write_text  # noqa: E402
+from cxrbench.files import atomic_write_text  # noqa: E402
 from data_modules.transforms import to_float  # noqa: E402
 
 

@@ -35,7 +35,7 @@ import torch
 import yaml
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from data_modules.io import atomic_write_text
+from ..files import atomic_write_text
 
 from ..artifacts import ArtifactError, artifact_path
 from ..callbacks import DivergedRun, WriteResult

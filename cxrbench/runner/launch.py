@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from data_modules.io import atomic_write_text
+from ..files import atomic_write_text
 
 from ..artifacts import ArtifactError, check_artifact
 from ..files import writing
