@@ -6,6 +6,7 @@
   leaderboard RUNS_DIR [--out results] [--references FILE ...]         AUC / IoU / Dice leaderboards
   fit|validate|test|predict --config CONFIG.yaml [...]                 LightningCLI of a method
   bench SPEC [--dry-run] [--estimate] [--devices N] [--parallel N] [--launcher local|slurm] [--nodes K]   run a sweep spec
+  bench SPEC --budget [--gpu h100] [--mfu 0.4] [--budget-out FILE]     its FLOPs and GPU-hours, on any machine
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     return bench(BenchOptions(
         spec=args.spec, runs_dir=args.runs_dir, only=tuple(args.only or ()), dry_run=args.dry_run,
-        estimate=args.estimate, launcher=args.launcher, devices=args.devices, nodes=args.nodes,
+        estimate=args.estimate, budget=args.budget, gpu=args.gpu, mfu=args.mfu, budget_out=args.budget_out,
+        launcher=args.launcher, devices=args.devices, nodes=args.nodes,
         parallel=args.parallel, partition=args.partition, timeout_min=args.timeout_min, leaderboard=args.leaderboard))
 
 
@@ -161,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--estimate", action="store_true",
                    help="measure a few training steps of each distinct config on this device and print the "
                         "device-hours of every cell and the total; runs nothing else")
+    b.add_argument("--budget", action="store_true",
+                   help="on any machine, no GPU or real image needed: the training and evaluation FLOPs, image "
+                        "passes and GPU-hours of every cell and the total (cxrbench/runner/budget.py); runs nothing else")
+    b.add_argument("--gpu", default="h100", help="--budget: the GPU whose peak the hours are projected on "
+                                                  "(h100, h200, a100, l40s, v100)")
+    b.add_argument("--mfu", type=float, default=0.4, help="--budget: the share of the GPU's peak a step reaches")
+    b.add_argument("--budget-out", default=None, metavar="FILE", help="--budget: also write the table (markdown)")
     b.add_argument("--only", nargs="+", default=None,
                    help="cell names to run (with the producer cells they need)")
     b.add_argument("--leaderboard", default=None, metavar="OUT",

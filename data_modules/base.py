@@ -433,6 +433,22 @@ class CXRDataModule(L.LightningDataModule):
             from_cache = full if full is not None and name in self._base_test_splits() else cache
             self.datasets[name] = CXRDataset(index, rows, t, from_cache, views=views)
 
+    def split_sizes(self, index: DatasetIndex | None = None) -> dict[str, int]:
+        """Samples per split as ``setup`` makes them (the label fraction applied), from the label files and
+        lists alone: no image is decoded, cached or format-checked (``cxrbench bench --budget``).
+        ``index``: one built before by a DataModule of the same dataset options (a budget asks for many
+        label fractions and folds of one dataset, and NIH's index takes seconds to build)."""
+        if index is not None:
+            self.index = index
+        index = self.prepare_index()
+        splits = self.make_splits(index)
+        splits["train"] = label_fraction(splits["train"], stratum_keys(index.labels), self.fraction, self.subset_seed)
+        return {name: len(rows) * self.samples_per_row(name) for name, rows in splits.items()}
+
+    def samples_per_row(self, split: str) -> int:
+        """Training samples one index row gives in ``split`` (CAMContrast's crop DataModule: five)."""
+        return 1
+
     def format_check(self):
         """The check of every image's format and bit depth against ``image_format`` (from the file
         headers), or None. Run where images are first read: by ``ImageCache.ensure`` before it builds a

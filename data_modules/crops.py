@@ -212,6 +212,9 @@ class NIHCrops(NIH):
                             f"({len(index.meta)} images): another dataset or image list")
         return store
 
+    def samples_per_row(self, split: str) -> int:
+        return len(crop_origins(self.full_size, self.full_size // 2)) if split in ("train", "val") else 1
+
     def build_datasets(self) -> None:
         super().build_datasets()
         store = self.open_heatmaps() if self.heatmaps_path is not None else None

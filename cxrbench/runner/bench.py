@@ -1,5 +1,6 @@
 """``cxrbench bench SPEC``: the sweep command's policy, in the order it applies — load and select the
-spec, check every cell's config, then exactly one of: print the dry run, estimate the cost, or launch
+spec, check every cell's config, then exactly one of: print the dry run, count the budget (FLOPs and
+GPU-hours, device-free), estimate the cost from steps timed here, or launch
 (locally or on SLURM) and build the leaderboards. ``cxrbench.cli`` only parses the arguments."""
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ class BenchOptions:
     only: tuple[str, ...] = ()
     dry_run: bool = False
     estimate: bool = False
+    budget: bool = False
+    gpu: str = "h100"
+    mfu: float = 0.4
+    budget_out: str | None = None
     launcher: str = "local"  # local | slurm | debug
     devices: int | None = None
     nodes: int = 1
@@ -32,6 +37,11 @@ def bench(opts: BenchOptions) -> int:
     """Run the sweep as ``opts`` asks; the exit status: 0 done, 1 some cell failed, 2 refused."""
     from ..wandb_names import check_wandb_env
 
+    if opts.budget:  # its options first: a wrong GPU name is said before the spec's checks run
+        from .budget import check_gpu, use_full_scale_twins_unless_data_is_set
+
+        check_gpu(opts.gpu, opts.mfu)
+        use_full_scale_twins_unless_data_is_set()
     check_wandb_env()  # a malformed WANDB_PROJECT/WANDB_ENTITY stops the sweep before any data or run folder is made
     # at once, before the spec's checks import torch, Lightning and every method (seconds on a cold start)
     print(f"cxrbench bench {opts.spec}: checking the spec and every cell's config", flush=True)
@@ -53,6 +63,11 @@ def bench(opts: BenchOptions) -> int:
         return 2
     if opts.dry_run:
         print_data_problems(spec)
+        return 0
+    if opts.budget:
+        from .budget import budget
+
+        budget(spec, gpu=opts.gpu, mfu=opts.mfu, out=opts.budget_out)
         return 0
     if opts.estimate:
         from .estimate import estimate
