@@ -90,6 +90,10 @@ class CountFlops(Callback):
         self.counts: dict = {}
         self._mode = None
 
+    def setup(self, trainer, pl_module, stage):
+        # here, not in the config: LightningCLI parses a config's ``limit_val_batches: 1`` as 1.0 (all batches)
+        trainer.limit_train_batches = trainer.limit_val_batches = trainer.limit_test_batches = self.limit
+
     def _start(self, trainer, key: str) -> None:
         if trainer.sanity_checking or self.counts.get(key, {}).get("batches", 0) >= self.limit:
             return
@@ -190,14 +194,12 @@ def _set(cfg: dict, dotted: str, value) -> None:
 
 def probe_config(config: dict, twin_root: Path, flops_out: Path) -> dict:
     """``config`` as the FLOP probe runs it: the small twin, 2 samples a batch (contrastive losses need
-    two), one batch per stage on the CPU in fp32, no caches, workers or loggers; model and input size
-    unchanged."""
+    two), one epoch on the CPU in fp32 (``CountFlops`` limits it to one batch per stage), no caches or
+    workers; model and input size unchanged."""
     cfg = copy.deepcopy(config)
     for key, value in {"data.init_args.root": str(twin_root), "data.init_args.batch_size": 2,
                        "data.init_args.num_workers": 0, "data.init_args.cache": False,
-                       "trainer.max_epochs": 1, "trainer.max_steps": -1, "trainer.limit_train_batches": 1,
-                       "trainer.limit_val_batches": 1, "trainer.limit_test_batches": 1,
-                       "trainer.num_sanity_val_steps": 0, "trainer.check_val_every_n_epoch": 1,
+                       "trainer.max_epochs": 1, "trainer.max_steps": -1, "trainer.num_sanity_val_steps": 0, "trainer.check_val_every_n_epoch": 1,
                        "trainer.val_check_interval": None, "trainer.accelerator": "cpu", "trainer.devices": 1,
                        "trainer.num_nodes": 1, "trainer.precision": "32-true", "trainer.accumulate_grad_batches": 1,
                        }.items():
