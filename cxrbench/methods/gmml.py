@@ -161,26 +161,33 @@ def corrupt(images: torch.Tensor, generator: torch.Generator, noise_budget: tupl
     if not 0 < lo <= hi < 1 or not 0 < replace_budget < 1 or not 0 <= replace_prob <= 1:
         raise ValueError(f"budgets must be in (0, 1) and lo <= hi; got noise {noise_budget}, replace {replace_budget}, "
                          f"replace_prob {replace_prob}")
+    # Every draw on the CPU, in the order it always had (the rectangles are a data-dependent loop:
+    # numpy on the host is where they are cheap); the device then sees one mask, one donor index and
+    # one noise tensor per batch: two host-to-device copies a batch instead of two or three per image.
     clean = images.detach()
-    out = clean.clone()
     mask = torch.zeros(b, 1, h, w, dtype=torch.bool)
+    noise = torch.zeros(b, c, h, w)
     donor = torch.full((b,), -1, dtype=torch.long)
     kind = torch.rand(b, generator=generator) < replace_prob
     budgets = lo + (hi - lo) * torch.rand(b, generator=generator)
-    mean, std = clean.float().mean(), clean.float().std().clamp_min(1e-6)
     for i in range(b):
         if kind[i] and b > 1:
             j = int(torch.randint(0, b - 1, (1,), generator=generator))
             donor[i] = j + (j >= i)  # another image of the batch, never itself
-            m = torch.from_numpy(rectangle_union(h, w, replace_budget * h * w, max_block, generator))
-            mask[i, 0] = m
-            out[i][:, m.to(out.device)] = clean[donor[i]][:, m.to(out.device)]
+            mask[i, 0] = torch.from_numpy(rectangle_union(h, w, replace_budget * h * w, max_block, generator))
         else:
             m = torch.from_numpy(rectangle_union(h, w, float(budgets[i]) * h * w, max_block, generator))
             mask[i, 0] = m
-            noise = torch.randn(c, int(m.sum()), generator=generator).to(out.device, out.dtype)
-            out[i][:, m.to(out.device)] = mean + std * noise
-    return out, mask.to(images.device), donor
+            noise[i][:, m] = torch.randn(c, int(m.sum()), generator=generator)
+    device = images.device
+    mask_d = mask.to(device, non_blocking=True)
+    noise_d = noise.to(device, clean.dtype, non_blocking=True)
+    from_donor = (donor >= 0).view(b, 1, 1, 1).to(device) & mask_d
+    from_noise = mask_d & ~from_donor
+    mean, std = clean.float().mean(), clean.float().std().clamp_min(1e-6)
+    out = torch.where(from_donor, clean[donor.clamp_min(0).to(device)], clean)
+    out = torch.where(from_noise, (mean + std * noise_d).to(clean.dtype), out)
+    return out, mask_d, donor
 
 
 # ---------------------------------------------------------------------------------------- decoder
