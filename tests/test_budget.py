@@ -94,3 +94,16 @@ def test_passes_follow_max_steps_validation_interval_and_the_export():
     passes = run_passes(cell, {"train": 10_000, "val": 300, "test": 70}, tested=["test"])
     # 1000 steps of 50 = 50,000 samples = 5 epochs of 10,000: validation after epochs 2 and 4; no task, no test
     assert passes == {"train": 50_000.0, "validation": 600.0, "predict": 10_300.0}
+
+
+def test_a_strict_probe_is_budgeted_one_validation_encoding_and_a_bn_train_probe_one_per_epoch():
+    from cxrbench.runner.spec import Cell
+
+    def passes(freeze):
+        cell = Cell(name="p", task="nih14-linear", method="linear", seed=0, fraction=1.0, data_name="d",
+                    config={"trainer": {"max_epochs": 10}, "data": {"init_args": {"batch_size": 10}},
+                            "model": {"class_path": "cxrbench.methods.LinearProbe", "init_args": {"freeze": freeze}}})
+        return run_passes(cell, {"train": 100, "val": 30, "test": 40}, tested=["test"])
+
+    assert passes("strict") == {"train": 1000.0, "validation": 30.0, "test:test": 40.0}
+    assert passes("bn_train")["validation"] == 300.0

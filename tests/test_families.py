@@ -58,6 +58,41 @@ def test_strict_probe_leaves_every_encoder_tensor_and_batchnorm_statistic_bit_id
     assert not probe.encoder.training and probe.training  # eval mode kept while the module trains
 
 
+def test_a_strict_probe_encodes_its_validation_images_once_with_every_number_unchanged(monkeypatch):
+    """Issue 33: a strict probe scores later validations from the features of its first (one encoder
+    pass over the validation split instead of one per epoch); its head, validation metrics and test
+    metrics are bit-identical to recomputing them. A bn_train probe, whose encoder output moves with its
+    BatchNorm statistics, recomputes them."""
+    from cxrbench.methods.evaluation import EncoderClassifier
+
+    def run(keep: bool, freeze: str = "strict"):
+        monkeypatch.setattr(EncoderClassifier, "keep_validation_features", keep)
+        torch.manual_seed(0)
+        probe = LinearProbe(**SMALL, lr=0.5, freeze=freeze)
+        calls = []
+        probe.encoder.register_forward_hook(lambda *a: calls.append(1))
+        aucs = []
+
+        class History(L.Callback):
+            def on_train_epoch_end(self, trainer, pl_module):  # after the epoch's validation
+                aucs.append(float(trainer.callback_metrics["val/auc"]))
+
+        dl = torch.utils.data.DataLoader(_Batches(), batch_size=8)
+        warnings.filterwarnings("ignore")
+        trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                            callbacks=[History()])
+        trainer.fit(probe, dl, dl)
+        return probe.head.weight.detach().clone(), aucs, len(calls)
+
+    head, aucs, calls = run(keep=True)
+    head0, aucs0, calls0 = run(keep=False)
+    assert torch.equal(head, head0) and aucs == aucs0 and len(set(aucs)) > 1, (aucs, aucs0)
+    batches = 3  # 24 images in batches of 8; 4 epochs of 3 training batches each
+    assert calls0 == 4 * batches + 4 * batches and calls == 4 * batches + batches, (calls, calls0)
+    assert run(keep=True, freeze="bn_train")[2] == 8 * batches  # recomputed
+
+
 def test_bn_train_probe_is_the_public_codes_variant_and_moves_only_batchnorm_buffers():
     torch.manual_seed(0)
     probe = LinearProbe(**SMALL, freeze="bn_train")

@@ -116,8 +116,12 @@ class ClassificationMethod(Method):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
         return loss
 
+    def validation_logits(self, batch, batch_idx: int) -> torch.Tensor:
+        """The logits a validation batch is scored by (a strict probe reuses its frozen features)."""
+        return self(batch["image"])
+
     def validation_step(self, batch, batch_idx):
-        logits = self(batch["image"])
+        logits = self.validation_logits(batch, batch_idx)
         self.log("val/loss", self.loss(logits, batch["label"], weighted=False), prog_bar=True, batch_size=len(logits),
                  sync_dist=True)
         self.val_store.update(batch["index"], preds=self.probabilities(logits),

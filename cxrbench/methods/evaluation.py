@@ -15,6 +15,13 @@ strict probe a random encoder keeps its initial statistics (0, 1), its pooled fe
 across images and the Table 12 random row (61.62) cannot be reproduced; encoders pretrained on crops
 likewise carry crop statistics into whole-image probing. The strict probe is kept as a labelled variant.
 ``freeze='none'`` is a full fine-tune (SS-CXR: class token → Linear, AdamW).
+
+A strict probe computes each validation image's encoder features once, at the first validation, and
+scores later validations from them (issue 33): its encoder, BatchNorm statistics and evaluation
+transform never change during fit, and the validation batches come in the same order every epoch,
+so the features, and every metric, are bit-identical to recomputing them (tested), at one encoder
+pass over the validation split instead of one per epoch. ``bn_train`` and fine-tunes recompute them
+(their encoders' outputs change).
 """
 
 from __future__ import annotations
@@ -75,6 +82,35 @@ class EncoderClassifier(ClassificationMethod):
         with torch.no_grad():
             feats = self.encoder(images)
         return self.head(feats)
+
+    #: a strict probe keeps its validation features (class attribute: tests switch it off to compare)
+    keep_validation_features = True
+
+    @staticmethod
+    def encodes_validation_once(init_args: dict) -> bool:
+        """Whether a probe of these arguments encodes its validation split once per fit (the budget's rule)."""
+        return EncoderClassifier.keep_validation_features and init_args.get("freeze", "strict") == "strict"
+
+    def validation_logits(self, batch, batch_idx: int) -> torch.Tensor:
+        if self.freeze != "strict" or not self.keep_validation_features:
+            return super().validation_logits(batch, batch_idx)
+        index = torch.as_tensor(batch["index"], device=self.device)
+        kept = self._validation_features.get(batch_idx)
+        if kept is None or not torch.equal(kept[0], index):  # a batch not seen, or other images: encode it
+            with torch.no_grad():
+                kept = (index, self.encoder(batch["image"]))
+            self._validation_features[batch_idx] = kept
+        return self.head(kept[1])
+
+    @property
+    def _validation_features(self) -> dict:
+        if not hasattr(self, "_kept_features"):
+            self._kept_features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        return self._kept_features
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        self._validation_features.clear()  # a resumed or re-fitted module keeps nothing of an earlier fit
 
 
 

@@ -355,8 +355,24 @@ class SplitSizes:
         return self.sizes[key]
 
 
-def run_passes(cell: Cell, sizes: dict[str, int], tested: list[str]) -> dict[str, float]:
-    """Samples through the model per stage for one run at full scale (see the module docstring)."""
+def encodes_validation_once(config: dict) -> bool:
+    """Whether the config's method encodes its validation split once per fit (a strict linear probe
+    keeps its frozen features: ``methods.evaluation``), read from the method class itself."""
+    import importlib
+
+    model = config.get("model") or {}
+    module, _, name = str(model.get("class_path") or "").rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError):
+        return False
+    rule = getattr(cls, "encodes_validation_once", None)
+    return bool(rule(model.get("init_args") or {})) if rule is not None else False
+
+
+def run_passes(cell: Cell, sizes: dict[str, int], tested: list[str], reuse: bool = True) -> dict[str, float]:
+    """Samples through the model per stage for one run at full scale (see the module docstring);
+    ``reuse=False``: as if no validation features were kept (the budget before issue 33 removed it)."""
     trainer = cell.config.get("trainer") or {}
     data = (cell.config.get("data") or {}).get("init_args") or {}
     batch = max(1, int(data.get("batch_size") or 32))
@@ -377,6 +393,8 @@ def run_passes(cell: Cell, sizes: dict[str, int], tested: list[str]) -> dict[str
     train = min(steps * batch, epochs * n_train) if max_steps <= 0 else steps * batch
     every = max(1, int(trainer.get("check_val_every_n_epoch") or 1))
     val_runs = 0 if trainer.get("limit_val_batches") == 0 else math.floor(epochs / every + 1e-9)
+    if reuse and val_runs and encodes_validation_once(cell.config):
+        val_runs = 1  # the later validations run the head only (not counted)
     passes = {"train": float(train), "validation": float(val_runs * sizes.get("val", 0))}
     if cell.lr_search is not None:  # the kept checkpoint's validation score (runner/cell.py)
         passes["validation"] += sizes.get("val", 0)
@@ -411,18 +429,21 @@ def budget(spec: Spec, gpu: str = "h100", mfu: float = 0.4, out: str | None = No
         fps = per_sample(counts.get(cell.name, {}))
         tested = [k.split(":", 1)[1] for k in fps if k.startswith("test:")]
         passes = run_passes(cell, sizes, tested)
+        recomputed = run_passes(cell, sizes, tested, reuse=False)["validation"] - passes["validation"]
         missing = [k for k, n in passes.items() if n and k not in fps]
         flops = {k: n * fps.get(k, 0.0) for k, n in passes.items()}
         r = rows.setdefault(cell.name, {"cell": cell.name, "task": cell.task or "-", "method": cell.method,
                                         "dataset": twin_dataset(cell.config), "runs": 0,
                                         "precision": precision_of(cell), "train_passes": 0.0, "eval_passes": 0.0,
-                                        "train_flops": 0.0, "eval_flops": 0.0, "gflops_per_sample": {},
+                                        "train_flops": 0.0, "eval_flops": 0.0, "saved_flops": 0.0,
+                                        "gflops_per_sample": {},
                                         "not_counted": set()})
         r["runs"] += 1
         r["train_passes"] += passes["train"]
         r["eval_passes"] += sum(n for k, n in passes.items() if k != "train")
         r["train_flops"] += flops["train"]
         r["eval_flops"] += sum(f for k, f in flops.items() if k != "train")
+        r["saved_flops"] += recomputed * fps.get("validation", 0.0)
         r["gflops_per_sample"] = {k: v / 1e9 for k, v in fps.items()}
         r["not_counted"].update(missing)
     for r in rows.values():
@@ -432,7 +453,8 @@ def budget(spec: Spec, gpu: str = "h100", mfu: float = 0.4, out: str | None = No
         r["gpu_hours_bf16"] = total / (peak["bf16"] * mfu) / 3600
         r["not_counted"] = sorted(r["not_counted"])
     total = {k: sum(r[k] for r in rows.values()) for k in
-             ("runs", "train_passes", "eval_passes", "train_flops", "eval_flops", "flops", "gpu_hours", "gpu_hours_bf16")}
+             ("runs", "train_passes", "eval_passes", "train_flops", "eval_flops", "saved_flops", "flops", "gpu_hours",
+              "gpu_hours_bf16")}
     result = {"spec": str(spec.path), "gpu": gpu, "gpu_name": peak["name"], "mfu": mfu, "peaks": peak,
               "split_sizes": source, "cells": list(rows.values()), "total": total}
     for line in summary_lines(result):
@@ -475,6 +497,11 @@ def markdown(result: dict) -> str:
         f"({t['train_flops'] / 1e18:.2f} training, {t['eval_flops'] / 1e18:.2f} evaluation); "
         f"**{t['gpu_hours']:,.0f} GPU-hours as configured** (each cell's precision), "
         f"**{t['gpu_hours_bf16']:,.1f} GPU-hours if every cell trained in bf16**.",
+        "",
+        f"Avoidable compute removed: strict linear probes encode their validation split once per fit "
+        f"(`methods/evaluation.py`): {t['saved_flops'] / 1e15:,.1f} PFLOP, "
+        f"{t['saved_flops'] / max(t['flops'] + t['saved_flops'], 1):.1%} of the suite without it "
+        f"({(t['flops'] + t['saved_flops']) / 1e18:.2f} EFLOP before, {t['flops'] / 1e18:.2f} after).",
         "",
         "| cell | task | precision | runs | train samples | eval samples | GFLOP/sample (train; eval) | "
         "train PFLOP | eval PFLOP | share | GPU-h as configured | GPU-h bf16 |",
