@@ -83,6 +83,7 @@ def _bench(args: argparse.Namespace) -> int:
     return bench(BenchOptions(
         spec=args.spec, runs_dir=args.runs_dir, only=tuple(args.only or ()), dry_run=args.dry_run,
         estimate=args.estimate, budget=args.budget, gpu=args.gpu, mfu=args.mfu, budget_out=args.budget_out,
+        budget_work=args.budget_work,
         launcher=args.launcher, devices=args.devices, nodes=args.nodes,
         parallel=args.parallel, partition=args.partition, timeout_min=args.timeout_min, leaderboard=args.leaderboard))
 
@@ -170,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(h100, h200, a100, l40s, v100)")
     b.add_argument("--mfu", type=float, default=0.4, help="--budget: the share of the GPU's peak a step reaches")
     b.add_argument("--budget-out", default=None, metavar="FILE", help="--budget: also write the table (markdown)")
+    b.add_argument("--budget-work", default=None, metavar="DIR",
+                   help="--budget: keep the FLOP probe's runs in DIR; a rerun with it counts only what is missing")
     b.add_argument("--only", nargs="+", default=None,
                    help="cell names to run (with the producer cells they need)")
     b.add_argument("--leaderboard", default=None, metavar="OUT",

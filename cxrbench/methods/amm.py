@@ -49,6 +49,8 @@ from .classification import ClassificationMethod
 class AMM(ClassificationMethod):
     """Backbone -> AMM head. ``heatmaps`` = W, bilinearly upsampled to the input size."""
 
+    fp32_modules = ("head",)  # the attention head and its classifier (cxrbench.precision)
+
     def __init__(self, backbone: str = "densenet121", lr: float = 1e-4, momentum: float = 0.9,
                  plateau_factor: float = 0.3, plateau_patience: int = 15, pretrained: bool = False,
                  class_weighted: bool = True, backbone_stage: int = -1, **kwargs):

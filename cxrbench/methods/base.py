@@ -49,6 +49,11 @@ class Method(L.LightningModule):
     wants_test_splits: tuple[str, ...] = ()
     #: whether the loss contrasts the images of a batch (NT-Xent, SupCon): then each process needs >= 2
     contrasts_batch: bool = False
+    #: submodules (dotted names) that run in fp32 outside autocast under a mixed precision
+    #: (``trainer.precision: bf16-mixed``): the heads whose logits become scores. bf16 keeps 8 bits of
+    #: mantissa, so bf16 logits tie across images and pull AUC towards 0.5; the losses then see fp32
+    #: logits too (``cxrbench.precision``)
+    fp32_modules: tuple[str, ...] = ()
 
     def __init__(self, num_classes: int = 1, class_names: list[str] | None = None, task: str = "binary"):
         super().__init__()
@@ -67,6 +72,13 @@ class Method(L.LightningModule):
         # written beside the record as predictions.csv, read by the leaderboard's bootstrap CIs
         self.test_predictions: dict[str, dict] = {}
         self.data: DataContract | None = None  # handed in by the DataModule (``bind_data``)
+
+    def configure_model(self) -> None:
+        """Lightning's hook before every stage: the ``fp32_modules`` set to run in fp32 (once)."""
+        from ..precision import run_in_fp32
+
+        for name in self.fp32_modules:
+            run_in_fp32(self.get_submodule(name), f"{type(self).__name__}.{name}")
 
     def bind_data(self, contract: DataContract) -> None:
         """Called by the DataModule in its ``setup``, before this module's: the one door to the data."""

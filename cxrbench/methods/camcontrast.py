@@ -122,6 +122,8 @@ class CAMContrastCAM(ClassificationMethod):
             ``label_set: abnormal``: 1 = abnormal).
     """
 
+    fp32_modules = ("head",)
+
     data_needs = ("full_images",)  # the data contract's door this method reads
 
     #: what ``cxrbench fit`` exports after training (``callbacks.ExportArtifacts``), as a sweep cell's ``produces``

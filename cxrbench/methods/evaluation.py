@@ -50,6 +50,8 @@ class EncoderClassifier(ClassificationMethod):
         optimizer, lr, momentum, nesterov, weight_decay, warmup_epochs: cosine schedule after warm-up.
     """
 
+    fp32_modules = ("head",)
+
     method_name = "encoder-classifier"
 
     def __init__(self, encoder: str = "unet", encoder_kwargs: dict | None = None, encoder_artifact: str | None = None,
@@ -135,6 +137,8 @@ class EncoderSegmenter(SegmentationMethod):
     CAMContrast §4.2 (SIIM): the whole U-Net fine-tuned with the Dice loss, SGD lr 0.01, Nesterov
     momentum 0.9, weight decay 1e-5, cosine. ViT encoders go to UNETR instead (refused here).
     """
+
+    fp32_modules = ("net.decoder.head",)
 
     def __init__(self, encoder: str = "unet", encoder_kwargs: dict | None = None, encoder_artifact: str | None = None,
                  optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9, nesterov: bool = True,

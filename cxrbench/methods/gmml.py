@@ -393,6 +393,8 @@ class UNETRSegmenter(SegmentationMethod):
         optimizer, lr, momentum, nesterov, weight_decay, warmup_epochs: AdamW 5e-4, wd 1e-5 (§4.3), cosine.
     """
 
+    fp32_modules = ("net.out",)
+
     def __init__(self, encoder: str = "vit_small_patch16", encoder_kwargs: dict | None = None,
                  encoder_artifact: str | None = None, feature_size: int = 16, norm_name: str = "instance",
                  optimizer: str = "adamw", lr: float = 5e-4, momentum: float = 0.9, nesterov: bool = False,

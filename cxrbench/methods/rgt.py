@@ -69,6 +69,8 @@ NO_DECAY = ("*.cls", "*.pos")
 class ViTBaseline(ClassificationMethod):
     """The image branch alone: class-token heads, focal loss; heatmaps = class-token attention."""
 
+    fp32_modules = ("img_head",)
+
     def __init__(self, img_size: int = 224, patch_size: int = 16, dim: int = 192, depth: int = 6, heads: int = 3,
                  lr: float = 4e-3, weight_decay: float = 0.05, warmup_epochs: int = 5, focal_alpha: float = 0.25,
                  focal_gamma: float = 2.0, stem: str = "patch", **kwargs):
@@ -107,6 +109,8 @@ class ViTBaseline(ClassificationMethod):
 @register("rgt")
 class RGT(ViTBaseline):
     """Image ViT + BYOA + radiomics Transformer + cross-attention fusion; see the module docstring."""
+
+    fp32_modules = ("img_head", "rad_head")
 
     contrasts_batch = True
 

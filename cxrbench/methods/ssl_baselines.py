@@ -38,6 +38,8 @@ def projection_head(dim: int, hidden: int | None = None, out: int = 128) -> nn.S
 class SupCE(PretrainingMethod):
     """Supervised pretraining with cross-entropy on the DataModule's labels; the encoder is the product."""
 
+    fp32_modules = ("head",)
+
     uses_labels = True
 
     def __init__(self, **kwargs):

@@ -129,6 +129,8 @@ class _AbnormalVGG(ClassificationMethod):
     their summary (``affine/*``), the gallery and the histograms to W&B when a WandbLogger is attached.
     """
 
+    fp32_modules = ("classifier.classifier",)  # VGG16's fully connected layers
+
     fixed_size = True  # the input side is part of the network (localisation flatten, box artifact)
 
     def __init__(self, image_size: int = 512, lr: float = 1e-5, weight_decay: float = 0.0, vgg_width: float = 1.0,
@@ -348,6 +350,8 @@ class ThoraxBoxRegressor(Method):
     the held-out images (``box_iou/mean``, ``box_iou@0.5``, ``box_iou@0.75``), mean confidence and the
     share of boxes at or above 0.9 confidence.
     """
+
+    fp32_modules = ("net.head",)
 
     data_needs = ("train_batches",)  # the data contract's door this method reads
 

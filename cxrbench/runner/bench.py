@@ -24,6 +24,7 @@ class BenchOptions:
     gpu: str = "h100"
     mfu: float = 0.4
     budget_out: str | None = None
+    budget_work: str | None = None
     launcher: str = "local"  # local | slurm | debug
     devices: int | None = None
     nodes: int = 1
@@ -67,7 +68,7 @@ def bench(opts: BenchOptions) -> int:
     if opts.budget:
         from .budget import budget
 
-        budget(spec, gpu=opts.gpu, mfu=opts.mfu, out=opts.budget_out)
+        budget(spec, gpu=opts.gpu, mfu=opts.mfu, out=opts.budget_out, work=opts.budget_work)
         return 0
     if opts.estimate:
         from .estimate import estimate
