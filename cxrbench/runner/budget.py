@@ -167,14 +167,7 @@ def _one_run_per_cell(spec: Spec) -> list[Cell]:
     for c in spec.cells:
         if c.name not in chosen or rank(c) < rank(chosen[c.name]):
             chosen[c.name] = c
-    by_id = {c.run_id: c for c in spec.cells}
-    keep = {c.run_id for c in chosen.values()}
-    todo = list(keep)
-    while todo:
-        for n in by_id[todo.pop()].needs.values():
-            if n.run_id not in keep:
-                keep.add(n.run_id)
-                todo.append(n.run_id)
+    keep = spec.with_producers({c.run_id for c in chosen.values()})
     return [c for c in spec.cells if c.run_id in keep]
 
 

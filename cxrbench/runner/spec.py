@@ -221,16 +221,22 @@ class Spec:
         if unknown:
             raise SpecError(f"{self.path}: --only names unknown cell(s) {unknown}; cells are {sorted(known)}")
         by_id = {c.run_id: c for c in self.cells}
-        keep = {c.run_id for c in self.cells if c.name in names}
+        keep = self.with_producers({c.run_id for c in self.cells if c.name in names})
+        added = sorted({by_id[r].name for r in keep} - set(names))
+        self.cells = [c for c in self.cells if c.run_id in keep]
+        return added
+
+    def with_producers(self, run_ids: set[str]) -> set[str]:
+        """``run_ids`` and every producer run they need, transitively."""
+        by_id = {c.run_id: c for c in self.cells}
+        keep = set(run_ids)
         todo = list(keep)
         while todo:
             for n in by_id[todo.pop()].needs.values():
                 if n.run_id not in keep:
                     keep.add(n.run_id)
                     todo.append(n.run_id)
-        added = sorted({by_id[r].name for r in keep} - set(names))
-        self.cells = [c for c in self.cells if c.run_id in keep]
-        return added
+        return keep
 
 
 def _int_list(value, what: str, where: str) -> list[int]:
