@@ -66,6 +66,7 @@ class EncoderClassifier(ClassificationMethod):
         self.encoder = make_encoder(encoder, encoder_kwargs, encoder_artifact, type(self).__name__)
         self.head = nn.Linear(self.encoder.out_dim, self.num_classes)
         self.freeze = freeze
+        self._validation_features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # batch -> (index, features)
         if freeze != "none":
             self.encoder.requires_grad_(False)
         self.train()
@@ -103,12 +104,6 @@ class EncoderClassifier(ClassificationMethod):
                 kept = (index, self.encoder(batch["image"]))
             self._validation_features[batch_idx] = kept
         return self.head(kept[1])
-
-    @property
-    def _validation_features(self) -> dict:
-        if not hasattr(self, "_kept_features"):
-            self._kept_features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        return self._kept_features
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
