@@ -275,10 +275,17 @@ def cell(row: pd.Series | None) -> str:
     return text
 
 
+def short_commit(commit: str) -> str:
+    """A commit's first 10 characters, keeping the ``+dirty`` of a run made from uncommitted changes (a
+    board must not pass such a run off as the commit's)."""
+    commit = str(commit)
+    return commit[:10] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
 def provenance(records: list[dict]) -> list[str]:
     data = sorted({r["provenance"]["data"] for r in records})
     scale = sorted({str(r["provenance"]["scale"]) for r in records})
-    commits = sorted({str(r["provenance"]["commit"])[:10] for r in records})
+    commits = sorted({short_commit(r["provenance"]["commit"]) for r in records})
     seeds = sorted({r["seed"] for r in records})
     lines = [
         f"Provenance: data **{' + '.join(data)}** · scale {', '.join(scale)} · seeds {', '.join(map(str, seeds))} · "
@@ -443,7 +450,7 @@ def build_leaderboards(runs_dir: str | Path, out: str | Path = "results",
         csv = sub.assign(
             provenance=" + ".join(sorted({r["provenance"]["data"] for r in recs})) if recs else "",
             scale=" ".join(sorted({str(r["provenance"]["scale"]) for r in recs})),
-            commits=" ".join(sorted({str(r["provenance"]["commit"])[:10] for r in recs})),
+            commits=" ".join(sorted({short_commit(r["provenance"]["commit"]) for r in recs})),
         )
         files[out / f"leaderboard_{board.name}.md"] = md
         files[out / f"leaderboard_{board.name}.csv"] = csv.to_csv(index=False)

@@ -60,6 +60,14 @@ def _rows(md: str, task: str) -> dict:
     return dict(_all_rows(md, task))
 
 
+def test_a_run_from_uncommitted_changes_keeps_its_dirty_mark_on_the_board():
+    from cxrbench.leaderboard import provenance
+
+    recs = [_rec("amm", "nih-cardiomegaly", 0, {"auc/mean": 0.5}, commit="fe6872fb8fdf133e0c8c9b2b4811eb388e416465+dirty"),
+            _rec("amm", "nih-cardiomegaly", 1, {"auc/mean": 0.5})]
+    assert "commits abc1234def, fe6872fb8f+dirty ·" in provenance(recs)[0]
+
+
 def test_leaderboard_cells(runs, tmp_path):
     out = tmp_path / "results"
     written = build_leaderboards(runs, out)
