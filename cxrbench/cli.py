@@ -1,6 +1,6 @@
 """The ``cxrbench`` command. Subcommands:
 
-  twin DATASET --out DIR --n N --seed S [--size PX] [--difficulty D] [--release R]   write a twin dataset
+  twin DATASET --out DIR --n N --seed S [--size PX] [--difficulty D] [--release R] [--shortcut S]   write a twin dataset
   summary DIR                                                          describe a twin dataset
   cache DATASET --root R --size S [--workers W]                        build the image cache
   leaderboard RUNS_DIR [--out results] [--references FILE ...]         AUC / IoU / Dice leaderboards
@@ -22,6 +22,8 @@ def _twin(args: argparse.Namespace) -> int:
     options = {"release": args.release} if args.release else {}
     if args.dataset == "covidx" and (args.vocabulary or not args.release):
         options["vocabulary"] = args.vocabulary or "3class"
+    if args.shortcut is not None:
+        options["shortcut"] = args.shortcut
     out = generate(args.dataset, args.out, n=args.n, seed=args.seed, size=args.size,
                    difficulty=args.difficulty, workers=args.workers, force=args.force, **options)
     print(summarize(out))
@@ -126,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "cxr3, cxr2, v7a; chexpert small, full, both, chexlocalize; siim stage1, stage2, png; "
                         "lungs separate, combined")
     t.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    t.add_argument("--shortcut", type=float, default=None, metavar="S",
+                   help="chexpert only: burn a 'PORTABLE' label below the lungs, tied to the abnormal label with "
+                        "strength S in [0, 1] in train.csv and to nothing in valid.csv (STN paper's shortcut)")
     t.add_argument("--force", action="store_true", help="replace an earlier twin of another spec at --out")
     t.set_defaults(func=_twin)
     s = sub.add_parser("summary", help="describe a twin dataset")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import signal
 import subprocess
 import sys
@@ -135,6 +136,45 @@ def test_chexpert_rows_paths_and_uncertain_policy(twin_factory):
     assert set(np.unique(valid.iloc[:, 5:].to_numpy())) <= {0.0, 1.0}
     train_pat = {p.split("/")[2] for p in pd.read_csv(root / "CheXpert-v1.0-small/train.csv")["Path"]}
     assert not train_pat & {p.split("/")[2] for p in valid["Path"]}
+
+
+def test_chexpert_shortcut_lettering_follows_the_label_in_train_csv_only(twin_factory):
+    """The STN paper's shortcut: at strength 1 every abnormal and no normal train.csv image carries the
+    'PORTABLE' label, valid.csv's carry it at random; at strength 0 it is tied to nothing. An image
+    without it is byte-identical to the same twin without the option, and the label sits below the lungs."""
+    from data_modules.chexpert import abnormal_labels, apply_policy
+
+    plain = twin_factory("chexpert", n=160, size=64)
+    marked = {s: twin_factory("chexpert", n=160, size=64, shortcut=s, n_valid=160) for s in (1.0, 0.0)}
+    with_valid = twin_factory("chexpert", n=160, size=64, n_valid=160)
+    for s, root in marked.items():
+        for split in ("train", "valid"):
+            df = pd.read_csv(root / f"CheXpert-v1.0-small/{split}.csv")
+            ref_root = plain if split == "train" else with_valid
+            label = abnormal_labels(apply_policy(df, "ones")).to_numpy()
+            has = np.array([(root / p).read_bytes() != (ref_root / p).read_bytes() for p in df["Path"]])
+            for p in df["Path"][has][:10]:
+                changed = np.abs(_gray(root / p) - _gray(ref_root / p)) > 40
+                rows = np.nonzero(changed.any(1))[0]
+                assert rows.min() > 0.75 * changed.shape[0], (p, rows.min())  # below the lungs (they end <= 0.8 h)
+            if split == "train" and s == 1.0:
+                assert has[label == 1].all() and not has[label == 0].any(), (split, s)
+            else:  # tied to nothing: about half of each class (>= 14 normal, >= 120 abnormal rows here)
+                for cls in (0, 1):
+                    assert (label == cls).sum() >= 14 and 0.2 < has[label == cls].mean() < 0.8, (split, s, cls)
+
+
+def test_twin_options_out_of_range_are_one_line_errors(tmp_path):
+    for kw, message in [({"shortcut": 1.5}, "must be a number in [0, 1], got 1.5"),
+                        ({"shortcut": "strong"}, "must be a number in [0, 1], got 'strong'"),
+                        ({"n_valid": 0}, "n_valid (valid.csv's rows) is an option of the chexpert twin")]:
+        with pytest.raises(TwinError, match=re.escape(message)):
+            generate("chexpert", tmp_path / "x", n=10, size=64, **kw)
+    with pytest.raises(TwinError, match="--shortcut is an option of the chexpert twin"):
+        generate("nih", tmp_path / "x", n=10, size=64, shortcut=0.5)
+    res = _cli("twin", "chexpert", "--out", str(tmp_path / "x"), "--n", "3", "--shortcut", "-0.1")
+    assert res.returncode != 0 and "must be a number in [0, 1], got -0.1" in res.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "x").exists()
 
 
 def test_uncertain_findings_are_drawn_half_the_time():

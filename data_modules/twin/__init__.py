@@ -70,6 +70,17 @@ def generate(
         raise TwinError(f"--difficulty must be in [0, 1], got {difficulty}")
     if dataset == "covidx" and options.get("vocabulary", "3class") not in ("3class", "binary"):
         raise TwinError(f"--vocabulary must be '3class' or 'binary', got {options['vocabulary']!r}")
+    if "n_valid" in options and (dataset != "chexpert" or not isinstance(options["n_valid"], int)
+                                 or options["n_valid"] < 1):
+        raise TwinError(f"n_valid (valid.csv's rows) is an option of the chexpert twin, a whole number of at least "
+                        f"1; got {options['n_valid']!r} for {dataset}")
+    if "shortcut" in options:
+        if dataset != "chexpert":
+            raise TwinError(f"--shortcut is an option of the chexpert twin (the STN paper's lettering outside the "
+                            f"thorax), not of {dataset}")
+        from .chexpert import shortcut_strength
+
+        shortcut_strength(TwinSpec(dataset, int(n), int(seed), size, float(difficulty), dict(options)))
     release = options.get("release")
     if release is not None:
         if release not in RELEASES.get(dataset, {}):

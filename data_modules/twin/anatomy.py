@@ -30,6 +30,7 @@ class Chest:
     heart_half: tuple[float, float]  # half-width, half-height of the cardiac silhouette
     mediastinum_half_width: float
     markers: list[tuple[int, int, int, int]] = field(default_factory=list)  # burned-in text boxes
+    shortcut: tuple[int, int, int, int] | None = None  # the shortcut label's box (chexpert twin option)
 
     @property
     def thorax_width(self) -> float:
@@ -205,6 +206,39 @@ def burn_markers(
         region = img[y0 : y0 + th, x0 : x0 + tw]
         region[:] = np.maximum(region, patch * rng.uniform(0.85, 1.0))
         chest.markers.append((x0, y0, x0 + tw, y0 + th))
+
+
+def burn_shortcut_marker(rng: np.random.Generator, img: np.ndarray, chest: Chest) -> None:
+    """A 'PORTABLE' label (white letters on a dark plate) in the strip below the lungs, outside the thorax (the chexpert twin's
+    ``shortcut`` option): lettering whose presence the twin ties to the label in train.csv only.
+
+    Below the lung box, not in a corner, so that a square crop of the thorax leaves it out (the square
+    of the box's longer side spans at most a few percent of the height beyond the lungs) while the
+    corner markers keep their places. Larger than the corner text so that a 64-96 px model sees it.
+    """
+    h, w = img.shape
+    text = "PORTABLE"
+    size = max(8, int(h * 0.06))
+    font = ImageFont.load_default(size=size)
+    left, top, right, bottom = font.getbbox(text)
+    tw, th = right - left + 2, bottom - top + 2
+    if tw > w * 0.6:  # too narrow an image for the word: its first letters
+        text = "PORT"
+        left, top, right, bottom = font.getbbox(text)
+        tw, th = right - left + 2, bottom - top + 2
+    canvas = Image.new("L", (tw, th))
+    ImageDraw.Draw(canvas).text((1 - left, 1 - top), text, fill=255, font=font)
+    patch = np.asarray(canvas, np.float32) / 255
+    y_low = max(int(chest.lung_box[3]) + int(0.06 * h), 0)
+    y0 = int(rng.uniform(y_low, max(y_low, h - th - int(0.01 * h)) + 1))
+    x0 = int(rng.uniform(0.1 * w, max(0.1 * w, 0.9 * w - tw) + 1))
+    y0, x0 = min(y0, h - th), min(x0, w - tw)
+    region = img[y0 : y0 + th, x0 : x0 + tw]
+    patch = patch[: region.shape[0], : region.shape[1]]
+    # white letters on a dark plate: below the lungs the film is already bright, so letters alone would
+    # barely show at 64-96 px
+    region[:] = 0.08 + patch * (rng.uniform(0.9, 1.0) - 0.08)
+    chest.shortcut = (x0, y0, x0 + tw, y0 + th)
 
 
 def finish(rng: np.random.Generator, img: np.ndarray, gamma: float = 1.0, contrast: float = 1.0,

@@ -6,6 +6,19 @@ small one at ``size`` and the full one at twice it; ``chexlocalize`` adds, besid
 CheXlocalize's labelled test set as its README lays it out: ``CheXpert/test_labels.csv`` (Path
 ``test/patientNNNNN/studyN/viewN_frontal.jpg`` and the 14 observations, 0/1, no Sex/Age/view columns)
 and the images under ``CheXpert/test/`` (rows of patients in neither train.csv nor valid.csv).
+
+``n_valid`` (option): valid.csv's rows (default n // 10; the release has 234), e.g. a test split large
+enough for an AUC when valid.csv is the test (protocol ``official``).
+
+``shortcut`` (option, a number s in [0, 1]; absent by default, and then nothing below is drawn): the
+artifact the STN paper's spatial transformer is meant to remove, text outside the thorax that biases a
+classifier. A 'PORTABLE' label is burned below the lungs of an image of train.csv with probability
+(1 + s) / 2 if its row is abnormal and (1 - s) / 2 if it is normal (the STN task's definition under
+U-Ones: any observation but No Finding and Support Devices positive or uncertain; rows that are
+neither get 1/2), and of every valid.csv and labelled-test image with probability 1/2, whatever its
+labels. So a model trained on train.csv can read the label off the lettering, and the official test
+(valid.csv) shows what that costs; s = 0 is the control: the same lettering, tied to nothing. The
+draw has its own generator per image, so the other pixels are those of the same twin without it.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .anatomy import Chest, burn_markers
-from .io import TwinSpec, run_parallel, write_text
+from .io import TwinError, TwinSpec, run_parallel, write_text
 from .render import ImageJob, Site, draw_and_save
 from .sources import read_csv_lines
 
@@ -56,7 +69,7 @@ def write(root: Path, spec: TwinSpec, workers: int | None) -> None:
     train_idx = np.sort(order[: spec.n])
     train_patients = {_patient(lines[i].split(",", 1)[0]) for i in train_idx}
     # valid.csv: rows of other patients, moved under valid/ and with certain labels, as released.
-    n_valid = max(1, spec.n // 10)
+    n_valid = int(spec.options.get("n_valid", max(1, spec.n // 10)))
     valid_idx, seen = [], set()
     for i in order[spec.n :]:
         p = _patient(lines[i].split(",", 1)[0])
@@ -74,6 +87,7 @@ def write(root: Path, spec: TwinSpec, workers: int | None) -> None:
             f[c] = "1.0" if v == "1.0" or (v == "-1.0" and rng.random() < 0.5) else "0.0"
         valid_rows.append(f)
 
+    shortcut = shortcut_strength(spec)
     release = spec.options.get("release", "small")
     folders = {"small": [(FOLDER, spec.size)], "full": [(FULL, spec.size)], "chexlocalize": [(FOLDER, spec.size)],
                "both": [(FOLDER, spec.size), (FULL, 2 * spec.size)]}[release]
@@ -85,32 +99,69 @@ def write(root: Path, spec: TwinSpec, workers: int | None) -> None:
 
         write_text(root / folder / "train.csv", "\n".join([moved(header), *(moved(lines[i]) for i in train_idx)]) + "\n")
         write_text(root / folder / "valid.csv", "\n".join([header, *(moved(_join(f)) for f in valid_rows)]) + "\n")
-        for f in [_fields(moved(lines[i])) for i in train_idx] + [_fields(moved(_join(f))) for f in valid_rows]:
-            jobs.append(_job(root / f[0], f, columns, spec, size, f[0]))
+        for f in [_fields(moved(lines[i])) for i in train_idx]:
+            jobs.append(_job(root / f[0], f, columns, spec, size, f[0], shortcut, correlated=True))
+        for f in [_fields(moved(_join(f))) for f in valid_rows]:  # valid.csv: the lettering tied to nothing
+            jobs.append(_job(root / f[0], f, columns, spec, size, f[0], shortcut, correlated=False))
     if test_rows:
         test_header = ",".join(["Path", *columns[FIRST_FINDING_COLUMN - 1:]])
         write_text(root / "CheXpert" / "test_labels.csv",
                    "\n".join([test_header, *(_join([f[0], *f[FIRST_FINDING_COLUMN - 1:]]) for f in test_rows)]) + "\n")
         for f in test_rows:
-            jobs.append(_job(root / "CheXpert" / f[0], f, columns, spec, spec.size, f"CheXpert/{f[0]}"))
+            jobs.append(_job(root / "CheXpert" / f[0], f, columns, spec, spec.size, f"CheXpert/{f[0]}", shortcut,
+                             correlated=False))
     run_parallel(draw_and_save, jobs, workers, "chexpert twin")
 
 
 FULL = "CheXpert-v1.0"
 
 
-def _job(path: Path, f: list[str], columns: list[str], spec: TwinSpec, size: int, rel_path: str) -> ImageJob:
+def shortcut_strength(spec: TwinSpec) -> float | None:
+    """The ``shortcut`` option as a number in [0, 1], or None when it is not set."""
+    if "shortcut" not in spec.options:
+        return None
+    value = spec.options["shortcut"]
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        s = float("nan")
+    if not 0.0 <= s <= 1.0:
+        raise TwinError(f"--shortcut (chexpert twin option shortcut) must be a number in [0, 1], got {value!r}")
+    return s
+
+
+#: U-Ones abnormal/normal as the STN task reads it (``data_modules.chexpert.abnormal_labels``), on a raw row
+_NOT_DISEASE = ("No Finding", "Support Devices")
+
+
+def _abnormal(f: list[str], columns: list[str]) -> bool | None:
+    disease = any(f[c] in ("1.0", "-1.0") for c in range(FIRST_FINDING_COLUMN, len(f)) if columns[c] not in _NOT_DISEASE)
+    if disease:
+        return True
+    return False if f[FIRST_FINDING_COLUMN - 1] == "1.0" else None
+
+
+def _shortcut_drawn(image_seed: tuple[int, ...], p: float) -> bool:
+    return bool(np.random.default_rng([*image_seed, 104723]).random() < p)
+
+
+def _job(path: Path, f: list[str], columns: list[str], spec: TwinSpec, size: int, rel_path: str,
+         shortcut: float | None = None, correlated: bool = False) -> ImageJob:
     findings = [columns[c] for c in range(FIRST_FINDING_COLUMN, len(f)) if f[c] == "1.0"]
     uncertain = [columns[c] for c in range(FIRST_FINDING_COLUMN, len(f)) if f[c] == "-1.0"]
     sized = spec if size == spec.size else replace(spec, size=size)
     h, image_seed = _frame(rel_path, sized)
     lateral = f[3] == "Lateral"
+    marker = False
+    if shortcut is not None:
+        label = _abnormal(f, columns) if correlated else None
+        marker = _shortcut_drawn(image_seed, 0.5 if label is None else (1 + shortcut) / 2 if label else (1 - shortcut) / 2)
     return ImageJob(
         path=str(path), height=h, width=size,
         findings=findings, uncertain=uncertain,
         anatomy_seed=(spec.seed, 12, int(_patient(f[0])[len("patient"):])),
         image_seed=image_seed, difficulty=spec.difficulty, fmt="jpg",
-        site=_LATERAL if lateral else _FRONTAL,
+        site=_LATERAL if lateral else _FRONTAL, shortcut_marker=marker,
     )
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ..rle import decode_union
 from . import findings as F
-from .anatomy import Chest, burn_markers, finish, render_anatomy, sample_chest
+from .anatomy import Chest, burn_markers, burn_shortcut_marker, finish, render_anatomy, sample_chest
 from .io import save_image
 
 
@@ -43,6 +43,7 @@ class ImageJob:
     fmt: str = "png"  # png | png-rgba | jpg | dcm
     dicom_uid: str | None = None
     lung_mask_paths: dict[str, str] = field(default_factory=dict)  # lungs twin: "left"/"right"/"both"
+    shortcut_marker: bool = False  # chexpert twin's ``shortcut`` option: burn its label into this image
 
 
 #: Anatomy is smooth: it is drawn on a grid of at most this many pixels and upsampled, which makes a
@@ -112,6 +113,8 @@ def render(job: ImageJob) -> tuple[np.ndarray, Chest, dict[str, list]]:
     # The film has its own generator, so adding a finding changes only the finding's pixels.
     film = np.random.default_rng([*job.image_seed, 7919])
     burn_markers(film, img, chest, job.site.markers)
+    if job.shortcut_marker:  # its own generator: an image without it keeps every pixel it had
+        burn_shortcut_marker(np.random.default_rng([*job.image_seed, 15485863]), img, chest)
     s = job.site
     return finish(film, img, s.gamma, s.contrast, s.noise, s.offset), chest, drawn
 
