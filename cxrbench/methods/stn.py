@@ -86,6 +86,19 @@ Deviations (each is a choice the paper leaves open or a thing that cannot be had
   small PA twin has too few normal images); the thorax regressor trained at lr 3e-4 for 5 epochs and
   thorax-crop's ``min_confidence`` 0.5 (that regressor's predicted IoU stays at 0.82–0.88, below 0.9).
   Smoke numbers are labelled as such.
+
+What the mechanism does at CPU scale (issue 32; ``benchmarks/stn/shortcut.yaml``, ``results/stn_shortcut/``):
+the paper's case for the STN is lettering outside the thorax that biases a classifier. The CheXpert twin's
+``shortcut`` option burns a 'PORTABLE' label below the lungs of every abnormal and no normal train.csv
+image (strength 1) and of valid.csv's at random; protocol official tests on valid.csv. 3 seeds, twin.yaml's
+recipe: VGG16 falls from 0.779 ± 0.119 (the control twin, the same lettering tied to nothing) to
+0.448 ± 0.009 test AUC, below chance — it reads the label; thorax-crop scores 0.950 ± 0.017 (control
+0.943) and the STN 0.861 ± 0.057 (control 0.874): both are immune. The STN's θ does not move
+(s_y 0.100–0.104, t_y within ±0.001 on both twins): it is immune because the paper's initial band, the
+central 10% of rows, never sees the strip below the lungs — the bias choice of Eq. 2's init removes the
+shortcut, not learning; a transformer started at the identity (θ frozen there: VGG16 on the whole image)
+takes the shortcut like VGG16 (``tests/test_stn.py``). Whether θ widens from its band towards the thorax
+at the paper's scale (20 epochs, 512², ~27k images) is GPU work (``../shared/gpu-checklist.md``).
 """
 
 from __future__ import annotations
