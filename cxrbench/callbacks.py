@@ -336,3 +336,68 @@ class WandbTestMedia(L.Callback):
             out.append(wandb.Image(fig, caption=f"{image_id} {pl_module.class_names[k]} p={prob:.2f} label={label:g}"))
             plt.close(fig)
         return out
+
+
+class SpeedSettings(L.Callback):
+    """GPU efficiency switches a config opts into (issue 33), under ``trainer.callbacks``. Each can change
+    the numbers a little, so each is part of the recipe (a run with them is its own leaderboard row); the
+    paper configs leave them off.
+
+    - ``tf32``: ``True`` runs fp32 matmuls and cuDNN convolutions in TF32 on Ampere and later
+      (``torch.set_float32_matmul_precision("high")``, ``cudnn.allow_tf32``); ``False`` keeps both in full
+      fp32; ``None`` (default) leaves PyTorch's own defaults: fp32 matmuls, but TF32 cuDNN convolutions
+      (``cudnn.allow_tf32`` is True in PyTorch) — so a CNN config "in fp32" already convolves in TF32 on
+      an H100 unless ``tf32: false`` says otherwise. No CPU kernel uses TF32: on the CPU only the switches
+      can be checked (tests/test_precision.py).
+    - ``channels_last``: the model's 4-d weights in NHWC, which cuDNN's tensor-core convolutions prefer
+      (a convolution takes the weight's layout when the input is plain NCHW); state dicts are unchanged.
+    - ``compile``: every child module with parameters compiled in place (``nn.Module.compile``: its state
+      dict keeps its keys, so checkpoints load with or without it), with ``compile_backend`` (``inductor``;
+      the CPU test uses ``aot_eager``, which traces the same graphs without generating kernels).
+
+    The process-wide switches are put back as they were when the run ends.
+    """
+
+    def __init__(self, tf32: bool | None = None, channels_last: bool = False, compile: bool = False,
+                 compile_backend: str = "inductor"):
+        self.tf32, self.channels_last, self.compile, self.compile_backend = tf32, channels_last, compile, compile_backend
+        self._saved = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        import torch
+
+        if self.tf32 is not None and self._saved is None:
+            self._saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+            torch.set_float32_matmul_precision("high" if self.tf32 else "highest")
+            torch.backends.cudnn.allow_tf32 = bool(self.tf32)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        import torch
+
+        if self._saved is not None:
+            torch.set_float32_matmul_precision(self._saved[0])
+            torch.backends.cudnn.allow_tf32 = self._saved[1]
+            self._saved = None
+
+    def _apply(self, pl_module) -> None:
+        """After the strategy has put the model on its device (the ``on_*_start`` hooks); idempotent."""
+        import torch
+
+        if self.channels_last:
+            pl_module.to(memory_format=torch.channels_last)
+        if self.compile:
+            for child in pl_module.children():
+                if getattr(child, "_compiled_call_impl", None) is None and any(True for _ in child.parameters()):
+                    child.compile(backend=self.compile_backend)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._apply(pl_module)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._apply(pl_module)
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._apply(pl_module)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._apply(pl_module)
