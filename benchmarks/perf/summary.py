@@ -5,8 +5,8 @@
 Runs ``radiomics.py`` (engine vs PyRadiomics, 128 and 1,024 ROIs), ``loader.py`` (memmap cache vs PNG,
 0 and 2 workers; a worker's memory on 4× the images), ``rgt_step.py`` (one RGT step with the engine
 vs with PyRadiomics) and ``twin.py`` (twin generation per core), each measuring ours and its reference
-in the same run, and ``loader_capacity.py`` (cores each GPU needs to feed each paper config at 40%
-MFU), and prints their logs and then the table (Markdown). Every rate is the best of
+in the same run, ``loader_capacity.py`` (cores each GPU needs to feed each paper config at 40%
+MFU) and ``labelling.py`` (the device path's region labelling against the one-pixel-per-pass propagation), and prints their logs and then the table (Markdown). Every rate is the best of
 repeated runs: this machine is shared, and the least disturbed run is the closest to the machine's
 speed. ``--quick`` runs each on less data (a smoke check of the command, not figures to quote).
 """
@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a file: import the benchmarks as the pac
 
 import torch  # noqa: E402
 
-BENCHES = ("radiomics", "loader", "rgt_step", "twin", "loader_capacity")
+BENCHES = ("radiomics", "loader", "rgt_step", "twin", "loader_capacity", "labelling")
 
 
 def _radiomics(quick: bool) -> list[tuple]:
@@ -89,6 +89,19 @@ def _loader_capacity(quick: bool) -> list[tuple]:
              "GPU node: ~12–16 cores per GPU", 12 / r["cores_per_gpu"], "≤ 12 cores") for r in rows]
 
 
+def _labelling(quick: bool) -> list[tuple]:
+    from benchmarks.perf import labelling
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = []
+    for device in devices:
+        r = labelling.measure(images=2 if quick else 16, size=96 if quick else 224, device=device)
+        rows.append((f"region labelling (BYOA, GPU path), {r['maps']} maps of {r['size']}², {device.upper()}",
+                     f"{r['passes']} passes (host syncs), {r['seconds']:.2f} s",
+                     f"one pixel per pass: {r['reference_passes']} passes, {r['reference_seconds']:.2f} s", r["ratio"], "≥ 3×"))
+    return rows
+
+
 def table(rows: list[tuple]) -> str:
     lines = ["| figure | ours | reference | ratio | target |", "|---|---|---|---|---|"]
     for fig, ours, ref, ratio, target in rows:
@@ -114,7 +127,7 @@ def main(argv=None) -> list[tuple]:
     for name in args.only:
         print(f"\n== {name}", flush=True)
         rows += {"radiomics": _radiomics, "loader": _loader, "rgt_step": _rgt_step, "twin": _twin,
-                 "loader_capacity": _loader_capacity}[name](args.quick)
+                 "loader_capacity": _loader_capacity, "labelling": _labelling}[name](args.quick)
     print(f"\n{machine()}{'  (--quick: not figures to quote)' if args.quick else ''}\n")
     print(table(rows))
     if args.json:
