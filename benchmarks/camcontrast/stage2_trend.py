@@ -66,14 +66,17 @@ def _cosines(z):
     return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
 
 
-def diagnose(model, batch) -> dict:
+def diagnose(model, batch, mode: str) -> dict:
+    """The projections of ``batch`` as the loss sees them (``train``: BatchNorm on the batch's own statistics)
+    or as an evaluation would (``eval``: the running statistics), on a copy (no buffer of ``model`` moves)."""
+    import copy
+
     import torch
     import torch.nn.functional as F
 
-    model.eval()
+    probe = copy.deepcopy(model).train(mode == "train")
     with torch.no_grad():
-        z_img, z_heat, _ = model.project(model.image_views(batch)[:, 0], batch["heatmap"])
-    model.train()
+        z_img, z_heat, _ = probe.project(probe.image_views(batch)[:, 0], batch["heatmap"])
     return {"cos_image": _cosines(z_img), "cos_heatmap": _cosines(z_heat),
             "cos_between": float((F.normalize(z_img, dim=-1) * F.normalize(z_heat, dim=-1)).sum(-1).mean())}
 
@@ -92,7 +95,7 @@ def run(root: Path, heatmaps: Path, batch: int, steps: int, work: Path, accelera
     model = CAMContrast(encoder_kwargs={"width": 8, "depth": 4}, lr=0.01, momentum=0.9, warmup_fraction=0.1)
     dm.setup("fit")
     probe = model.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)  # uint8 images -> float, as in training
-    before = diagnose(model, probe)
+    before = {**diagnose(model, probe, "train"), **{f"eval_{k}": v for k, v in diagnose(model, probe, "eval").items()}}
     losses, normal = [], []
 
     class Record(L.Callback):
@@ -102,7 +105,7 @@ def run(root: Path, heatmaps: Path, batch: int, steps: int, work: Path, accelera
 
     _trainer(accelerator, max_steps=steps, max_epochs=-1, limit_val_batches=0, callbacks=[Record()]).fit(model, dm)
     model.cpu()
-    after = diagnose(model, probe)
+    after = {**diagnose(model, probe, "train"), **{f"eval_{k}": v for k, v in diagnose(model, probe, "eval").items()}}
     floors = [nt_xent_floor_with_identical_views(batch, k) for k in normal]
     return {"batch": batch, "steps": steps, "seed": seed, "normal_share": float(np.mean(normal)) / batch,
             "floor": float(np.mean(floors)), "collapse": math.log(2 * batch - 1), "first_loss": losses[0],
@@ -117,14 +120,17 @@ def table(rows: list[dict], commit: str) -> str:
              "k/B: the share of a batch's crops whose heatmap is all zero (one shared view). Floor: (k/B)·log k, "
              "the least NT-Xent those identical views allow. Collapse: log(2B − 1), every view one vector. "
              "cos: mean pairwise cosine of the image projections, of the heatmap projections, and of each image "
-             "crop with its heatmap crop, on one fixed batch, at initialisation → at the end.", "",
-             "| B | steps | k/B | floor | collapse log(2B−1) | first loss | last 10 steps | cos image | cos heatmap | cos pair |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "crop with its heatmap crop, on one fixed batch, at initialisation → at the end, as the loss sees them "
+             "(BatchNorm on the batch's statistics); cos image (eval): the image projections with BatchNorm's "
+             "running statistics, as a probe or an evaluation sees them.", "",
+             "| B | steps | k/B | floor | collapse log(2B−1) | first loss | last 10 steps | cos image | cos heatmap | cos pair | cos image (eval) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['batch']} | {r['steps']} | {r['normal_share']:.2f} | {r['floor']:.2f} | {r['collapse']:.2f} | "
                      f"{r['first_loss']:.2f} | {r['last_loss']:.2f} | {r['cos_image_init']:.2f} → {r['cos_image_end']:.2f} | "
                      f"{r['cos_heatmap_init']:.2f} → {r['cos_heatmap_end']:.2f} | "
-                     f"{r['cos_between_init']:.2f} → {r['cos_between_end']:.2f} |")
+                     f"{r['cos_between_init']:.2f} → {r['cos_between_end']:.2f} | "
+                     f"{r['eval_cos_image_init']:.2f} → {r['eval_cos_image_end']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
