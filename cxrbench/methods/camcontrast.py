@@ -75,7 +75,13 @@ Deviations and choices (paper vs public code), each with its reason:
   projects onto that view scores (k / B) · log(2k − 1): 1.9 and 2.2 at the twin's batch 64, 2.3 and 2.6
   at the paper's 120, with NIH's 53.8% "No Finding" images (60,361 of 112,120), against log(2B − 1) =
   4.8 and 5.5. A loss at log(2B − 1) is a complete collapse, which identical normal views do not
-  explain (issue 32: the diagnosis; what avoids the collapse is not found yet).
+  explain (issue 32: the diagnosis; what avoids the collapse is not found yet). Measured by batch and
+  steps (``benchmarks/camcontrast/stage2_trend.py``, ``results/camcontrast_stage2_trend.md``: B 16/32/64,
+  100/400 steps, 32 px crops of the 128 px twin): 52% of the crops have an all-zero heatmap (floor
+  1.1–1.8); at initialisation, as the loss sees them (BatchNorm on the batch), the image projections
+  have a mean pairwise cosine of 0.95 and the heatmap projections 0.89–0.92, the two branches −0.05;
+  training aligns the branches (pair cosine → 1.00) and stays at log(2B − 1); 4× the batch or the
+  steps does not move it (B = 16, 400 steps: 3.29 against 3.43).
 - Colour jitter and random grayscale (paper §3.2) are not applied to image crops: the public code's
   chest X-ray transform has neither (grayscale is meaningless on 1-channel radiographs).
 - Beyond the paper: stage 1's abnormal-class heatmap (foreground-suppressed, as exported) is scored on
