@@ -20,6 +20,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from cxrbench import components  # noqa: E402
+from cxrbench.models.byoa import _cross_dilate  # noqa: E402
 
 
 def one_pixel_per_pass(values: torch.Tensor, mask: torch.Tensor, connectivity: int = 8) -> tuple[torch.Tensor, int]:
@@ -57,13 +58,8 @@ def byoa_masks(images: int, classes: int, size: int, device: str) -> torch.Tenso
     kept = att >= torch.quantile(att.reshape(len(att), -1), 0.9, dim=1)[:, None, None]
     grown = F.max_pool2d(kept[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0
     for _ in range(5):
-        grown = components_dilate(grown)
+        grown = _cross_dilate(grown)  # BYOA's own dilation
     return grown
-
-
-def components_dilate(x: torch.Tensor) -> torch.Tensor:
-    p = F.pad(x, (1, 1, 1, 1))
-    return x | p[..., :-2, 1:-1] | p[..., 2:, 1:-1] | p[..., 1:-1, :-2] | p[..., 1:-1, 2:]
 
 
 def _timed(fn, device: str) -> tuple[object, float]:
