@@ -11,7 +11,10 @@ long [B] for multi-class tasks; ``index`` (row of the index) and ``patient_id``;
 [B, 1, H, W] where masks exist, with ``orig_size`` (long [B, 2]: the file's H, W) and ``pixel_mm`` (float32
 [B, 2]: a file pixel's size in mm, row and column, NaN where neither the DICOM header nor the release's
 ``field_mm`` meta column says it); ``boxes`` (list of float [k, 4] XYXY pixels of the transformed image; empty for images without boxes)
-and ``box_labels`` (list of long [k], class positions, -1 outside the label set) where boxes exist.
+and ``box_labels`` (list of long [k], class positions, -1 outside the label set) where boxes exist;
+``oracle_boxes`` (float [B, C, 4], XYXY pixels of the transformed image, one per class) and
+``oracle_known`` (bool [B, C]: False where the oracle file has no box of that class for the image) where
+the index has oracle boxes.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ class DatasetIndex:
     boxes: pd.DataFrame | None = None  # row, label, x0, y0, x1, y1 in pixels of the image file
     masks: list | None = None  # per row: ("rle", (str, ...)) | ("files", (path, ...)) | None
     notes: dict = field(default_factory=dict)
+    #: One box per (row, class) where an oracle says where each finding is, or would be (RGT's oracle-box
+    #: experiment; NIH's ``oracle_boxes`` option): row, label, x0, y0, x1, y1 in pixels of the image file.
+    #: Unlike ``boxes`` it never decides a split.
+    oracle_boxes: pd.DataFrame | None = None
+    oracle_file: Path | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -132,6 +140,7 @@ class CXRDataset(Dataset):
             for r, g in index.boxes.groupby("row"):
                 self._boxes[int(r)] = (g[["x0", "y0", "x1", "y1"]].to_numpy(np.float32),
                                        np.array([cls.get(l, -1) for l in g["label"]], np.int64))
+        self._oracle = None if index.oracle_boxes is None else oracle_per_class(index)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -153,6 +162,9 @@ class CXRDataset(Dataset):
         if boxes is not None:
             xyxy = boxes[0] * np.array([w / w0, h / h0, w / w0, h / h0], np.float32)
             sample["boxes"] = tv_tensors.BoundingBoxes(torch.from_numpy(xyxy), format="XYXY", canvas_size=(h, w))
+        if self._oracle is not None:
+            xyxy = self._oracle[0][r] * np.array([w / w0, h / h0, w / w0, h / h0], np.float32)
+            sample["oracle"] = tv_tensors.BoundingBoxes(torch.from_numpy(xyxy), format="XYXY", canvas_size=(h, w))
         if self.index.masks is not None and self.index.masks[r] is not None:
             sample["mask"] = tv_tensors.Mask(torch.from_numpy(np.array(load_mask(self.index.masks[r], (h, w))))[None])
         elif self.index.task == "segmentation":
@@ -172,6 +184,9 @@ class CXRDataset(Dataset):
         if boxes is not None:
             out["boxes"] = sample["boxes"].as_subclass(torch.Tensor)
             out["box_labels"] = torch.from_numpy(boxes[1])
+        if self._oracle is not None:
+            out["oracle_boxes"] = sample["oracle"].as_subclass(torch.Tensor)
+            out["oracle_known"] = torch.from_numpy(self._oracle[1][r])
         return out
 
 
@@ -191,6 +206,23 @@ class CXRDataset(Dataset):
     def _label(self, r: int) -> torch.Tensor:
         label = self._labels[r]
         return torch.tensor(int(np.nanargmax(label))) if self.index.task == "multiclass" else torch.tensor(label)
+
+
+def oracle_per_class(index: DatasetIndex) -> tuple[np.ndarray, np.ndarray]:
+    """The index's oracle boxes as one box per (row, class), [N, C, 4] file pixels, and which exist
+    [N, C]. Of several boxes of one class on one image the largest is kept (RGT reads one box per
+    class); a class without a box gets a 1-pixel placeholder at the origin, flagged unknown."""
+    n, classes = len(index.meta), {c: i for i, c in enumerate(index.classes)}
+    xyxy = np.tile(np.array([0, 0, 1, 1], np.float32), (n, len(classes), 1))
+    known = np.zeros((n, len(classes)), bool)
+    table = index.oracle_boxes[index.oracle_boxes["label"].isin(classes)]
+    area = (table["x1"] - table["x0"]) * (table["y1"] - table["y0"])
+    table = (table.assign(area=area.to_numpy()).sort_values("area", kind="stable")
+             .drop_duplicates(["row", "label"], keep="last"))  # the largest of each (row, class)
+    rows, cols = table["row"].to_numpy(int), table["label"].map(classes).to_numpy(int)
+    xyxy[rows, cols] = table[["x0", "y0", "x1", "y1"]].to_numpy(np.float32)
+    known[rows, cols] = True
+    return xyxy, known
 
 
 class RaggedList(list):
@@ -391,6 +423,7 @@ class CXRDataModule(L.LightningDataModule):
             fold=int(self.fold) if protocol == "cv" and getattr(self, "fold", None) is not None else None,
             val_share=getattr(self, "val_share", None), sites=tuple(getattr(self, "train_sites", ()) or ()),
             box_prior=(lambda: class_box_prior(index)) if index.boxes is not None and len(index.boxes) else None,
+            oracle_boxes=index.oracle_file if index.oracle_boxes is not None else None,
             train_batches=lambda: self.dataloader("train", shuffle=False),
             full_images=self.full_images, notes={"excluded_classes": dict(index.notes.get("excluded_classes", {}))})
 

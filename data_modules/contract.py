@@ -66,6 +66,9 @@ class DataContract:
     val_share: float | None = None
     sites: tuple[str, ...] = ()  # the training sites, where a release has several (lung masks)
     box_prior: Callable[[], BoxPrior] | None = None
+    #: the file of the batches' ``oracle_boxes`` (one box per image and class: NIH's ``oracle_boxes``
+    #: option, e.g. the twin's twin_boxes.csv); None where the batches carry none
+    oracle_boxes: Path | None = None
     train_batches: Callable[[], object] | None = None
     full_images: Callable[[int, int | None], tuple[object, np.ndarray]] | None = None
     notes: dict = field(default_factory=dict)

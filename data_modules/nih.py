@@ -18,6 +18,11 @@ Protocols:
   published, so no split can reproduce it from the label files. ``official`` with its default
   ``val_share`` 0.1 (~77.9k / 8.7k) is what the shared linear-probe config runs.
 
+Oracle boxes (``oracle_boxes``, a file in BBox_List_2017's columns, e.g. the twin's twin_boxes.csv):
+every batch carries one box per class (``oracle_boxes``, ``oracle_known``), for RGT's oracle-box
+experiment (``RGT(box_source='oracle')``). The file must name every indexed image; a class it gives no
+box for an image is flagged unknown. It never moves an image between splits: the box file does that.
+
 Label sets: ``nih14``; ``nih8`` (the 8 box diseases); ``cardiomegaly`` (any image labelled
 Cardiomegaly vs "No Finding"; every other image is ineligible); ``abnormal`` (CAMContrast's coarse
 label: any finding vs "No Finding", a binary task).
@@ -133,6 +138,25 @@ def check_box_rows(raw: pd.DataFrame, entries: pd.DataFrame) -> None:
                         "its image's findings")
 
 
+def read_oracle_boxes(f: Path, entries: pd.DataFrame) -> pd.DataFrame:
+    """An oracle box file (BBox_List_2017's columns) for the indexed ``entries``: boxes of positive size,
+    findings of the release, and a row for every indexed image (an image without one would silently
+    get no oracle box)."""
+    expected = ("BBox_List_2017.csv's columns (Image Index, Finding Label, Bbox [x, y, w, h]), one row per box; "
+                "the NIH twin writes twin_boxes.csv")
+    f = require_file(f, "nih option oracle_boxes", expected)
+    raw = with_lines(read_table(f, ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"], expected), f)
+    check_numbers(raw, ["Bbox [x", "y", "w", "h]"], "nih", "box pixels (x, y, w, h) in the image file",
+                  positive=["w", "h]"])
+    check_words_in(raw, "Finding Label", [*NIH14, *BOX_ALIASES], "nih", f"one of the findings {NIH14}")
+    names = entries["Image Index"]
+    missing = ~names.isin(set(raw["Image Index"])).to_numpy()
+    if missing.any():
+        raise DataError(f"nih: oracle box file {f} has no row for {int(missing.sum())} of the {len(names)} indexed "
+                        f"image(s) (e.g. {names[missing].iloc[0]!r}); expected at least one box per image")
+    return boxes_table(raw, {n: i for i, n in enumerate(names)})
+
+
 def read_official_lists(root: Path, what: str) -> pd.DataFrame:
     """train_val_list.txt and test_list.txt as one table (image, file, line): no image on two lines."""
     parts = []
@@ -172,8 +196,9 @@ class NIH(CXRDataModule):
     image_format = IMAGE_FORMAT
 
     def __init__(self, root: str, protocol: str = "official", label_set: str = "nih14",
-                 val_share: float = 0.1, box_patients: str = "split", **kwargs):
+                 val_share: float = 0.1, box_patients: str = "split", oracle_boxes: str | None = None, **kwargs):
         super().__init__(root, **kwargs)
+        self.oracle_boxes = oracle_boxes
         if box_patients not in ("split", "exclude"):
             raise DataError(f"nih: box_patients must be 'split' or 'exclude', got {box_patients!r}")
         self.box_patients = box_patients
@@ -194,7 +219,11 @@ class NIH(CXRDataModule):
         present = check_images(paths, self.on_missing, f"nih ({path.name})")
         entries = entries[present].reset_index(drop=True)
         paths = [p for p, ok in zip(paths, present) if ok]
-        return index_from_entries(self.root, entries, paths, self.label_set, self._read_boxes(entries, all_entries))
+        index = index_from_entries(self.root, entries, paths, self.label_set, self._read_boxes(entries, all_entries))
+        if self.oracle_boxes is not None:
+            index.oracle_file = self.root / self.oracle_boxes  # an absolute path stays itself
+            index.oracle_boxes = read_oracle_boxes(index.oracle_file, entries)
+        return index
 
     def _read_boxes(self, entries: pd.DataFrame, all_entries: pd.DataFrame | None = None) -> pd.DataFrame | None:
         """The boxes of ``entries`` (the indexed rows), checked against ``all_entries`` (every row of

@@ -68,6 +68,29 @@ def test_nih_boxes_are_the_real_boxes_in_written_pixels(twin_factory):
         assert any(np.allclose(np.array(row[2:6], float), np.array(b[1:]) * 128 / 1024) for b in candidates)
 
 
+def test_nih_oracle_boxes_name_every_finding_of_every_image_drawn_or_not(twin_factory):
+    """twin_boxes.csv: for each image and each of the 14 findings, the box it was drawn in (Drawn 1, for
+    exactly the image's findings; a box image's real box) or would have been (Drawn 0), inside the image."""
+    from data_modules.nih import NIH14
+
+    root = twin_factory("nih", n=60, size=128)
+    oracle = pd.read_csv(root / "twin_boxes.csv")
+    entries = pd.read_csv(root / "Data_Entry_2017.csv")
+    assert list(oracle.columns) == ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]", "Drawn"]
+    assert (oracle.groupby("Image Index")["Finding Label"].nunique() == 14).all()
+    assert set(oracle["Image Index"]) == set(entries["Image Index"])
+    findings = dict(zip(entries["Image Index"], entries["Finding Labels"].str.split("|")))
+    drawn = oracle[oracle["Drawn"] == 1]
+    assert all(label in findings[name] for name, label in zip(drawn["Image Index"], drawn["Finding Label"]))
+    assert sum(len(set(f) & set(NIH14)) for f in findings.values()) == len(drawn.drop_duplicates(["Image Index", "Finding Label"]))
+    assert (oracle[["w", "h]"]] >= 1).all().all() and (oracle["Bbox [x"] + oracle["w"] <= 128 + 1e-9).all()
+    real = pd.read_csv(root / "BBox_List_2017.csv").replace({"Infiltrate": "Infiltration"})
+    mine = drawn.set_index(["Image Index", "Finding Label"])
+    for row in real.itertuples(index=False):  # a box image's finding is drawn in its real box
+        got = mine.loc[[(row[0], row[1])], ["Bbox [x", "y"]].to_numpy()
+        assert np.isclose(got, np.clip([row[2], row[3]], 0, 127)).all(1).any(), row
+
+
 def test_nih_finding_is_visible_inside_its_real_box(twin_factory):
     """Mean intensity inside a box: the image with the finding vs the same box on No Finding images."""
     root = twin_factory("nih", n=150, size=128, seed=3)

@@ -44,6 +44,11 @@ class ImageJob:
     dicom_uid: str | None = None
     lung_mask_paths: dict[str, str] = field(default_factory=dict)  # lungs twin: "left"/"right"/"both"
     shortcut_marker: bool = False  # chexpert twin's ``shortcut`` option: burn its label into this image
+    #: Findings whose box is returned even when the image lacks them: where the finding *would* have been
+    #: drawn (``plausible_box`` on this chest, from a generator of its own, so no pixel changes). The NIH
+    #: twin writes both kinds to twin_boxes.csv: an oracle box for every (image, class), whose geometry
+    #: does not tell a present finding from an absent one (RGT's oracle-box experiment).
+    box_classes: tuple[str, ...] = ()
 
 
 #: Anatomy is smooth: it is drawn on a grid of at most this many pixels and upsampled, which makes a
@@ -123,11 +128,19 @@ def render(job: ImageJob) -> tuple[np.ndarray, Chest, dict[str, list]]:
 _LUNG_LABELS = {"right": (1,), "left": (2,), "both": (1, 2)}
 
 
-def draw_and_save(job: ImageJob) -> dict[str, list]:
-    """Worker entry point: render, write the image (and lung masks), return the drawn boxes."""
+def absent_boxes(job: ImageJob, chest: Chest, drawn: dict[str, list]) -> dict[str, list]:
+    """Where each of ``job.box_classes`` the image lacks would have been drawn (see ``ImageJob``)."""
+    rng = np.random.default_rng([*job.image_seed, 49157])
+    names = [F.canonical(c) for c in job.box_classes]
+    return {name: [F.plausible_box(name, chest, rng)] for name in names if name not in drawn}
+
+
+def draw_and_save(job: ImageJob) -> tuple[dict[str, list], dict[str, list]]:
+    """Worker entry point: render, write the image (and lung masks), return the boxes drawn per finding
+    and those where the image's absent ``box_classes`` would have been drawn."""
     img, chest, drawn = render(job)
     save_image(job.path, img, job.fmt, job.dicom_uid)
     for key, path in job.lung_mask_paths.items():
         mask = np.isin(chest.lungs, _LUNG_LABELS[key]).astype(np.uint8) * 255
         save_image(path, mask, "png")
-    return drawn
+    return drawn, absent_boxes(job, chest, drawn)
