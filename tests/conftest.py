@@ -72,12 +72,13 @@ class Learns:
         self.test = node.nodeid
         self.seed = int(os.environ.get("CXRBENCH_LEARNS_SEED", "0"))
         self.broken = os.environ.get("CXRBENCH_LEARNS_BROKEN", "")
-        if self.broken not in ("", "detach"):
-            raise ValueError(f"CXRBENCH_LEARNS_BROKEN={self.broken!r}: expected 'detach' or nothing")
+        if self.broken not in ("", "detach", "mechanism_off"):
+            raise ValueError(f"CXRBENCH_LEARNS_BROKEN={self.broken!r}: expected 'detach', 'mechanism_off' (the test's "
+                             "own switch: e.g. RGT's shuffled boxes) or nothing")
 
     def callbacks(self) -> list:
         """Callbacks for the trainer of the method under test: none, or the broken variant's."""
-        return [DetachedLoss()] if self.broken else []
+        return [DetachedLoss()] if self.broken == "detach" else []
 
     def record(self, **metrics) -> None:
         """Appends the test's measured numbers (before its asserts) for the measurement table."""

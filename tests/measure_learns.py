@@ -3,6 +3,7 @@
     python tests/measure_learns.py                      # every learns test, seeds 0 1 2, both kernel families
     python tests/measure_learns.py --tests amm --seeds 0 1 2 3 --kernels avx2
     python tests/measure_learns.py --broken             # seed 0, default kernels, the broken variant
+    python tests/measure_learns.py --tests rgt_oracle --broken mechanism_off   # a test's own switch off
 
 Each run is ``pytest TEST`` in its own process with CXRBENCH_LEARNS_SEED set (``conftest.Learns``), one
 thread, and for the ``avx2`` family ``ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2``: on an AVX-512
@@ -30,6 +31,7 @@ LEARNS = {
     "amm": "tests/test_amm.py::test_amm_learns_cardiomegaly_and_reports_where_w_points",
     # not a learns test (its docstring: a detached-loss RGT passes it); measured to show exactly that
     "rgt": "tests/test_rgt.py::test_rgt_trains_end_to_end_and_reports_its_boxes",
+    "rgt_oracle": "tests/test_rgt.py::test_rgt_radiomics_branch_learns_from_oracle_boxes_not_from_the_wrong_images_boxes",
     "stn": "tests/test_stn.py::test_stn_learns_normal_vs_abnormal_past_a_shortcut_that_the_whole_image_takes",
     "camcontrast": ("tests/test_camcontrast.py::test_stage1_learns_the_coarse_label_and_scores_its_heatmaps_against_every_box",
                     "tests/test_camcontrast.py::test_stage2_loss_falls_on_the_exported_heatmaps"),
@@ -87,7 +89,8 @@ def main() -> None:
     ap.add_argument("--tests", nargs="*", default=list(LEARNS), choices=list(LEARNS))
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--kernels", nargs="*", default=list(KERNELS), choices=list(KERNELS))
-    ap.add_argument("--broken", action="store_true", help="the broken variant (detached loss), which must fail")
+    ap.add_argument("--broken", nargs="?", const="detach", default="", choices=["detach", "mechanism_off"],
+                    help="the broken variant, which must fail: a detached loss (default) or the test's mechanism off")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / ".cache/learns.jsonl")
     ap.add_argument("--table", action="store_true", help="print the table of --out and stop")
@@ -98,8 +101,8 @@ def main() -> None:
         return
     runs = [(t, s, k) for t in args.tests for k in args.kernels for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(lambda r: run_one(*r, args.out, "detach" if args.broken else ""), runs))
-    bad = [d for d in done if d[3] == args.broken]
+        done = list(pool.map(lambda r: run_one(*r, args.out, args.broken), runs))
+    bad = [d for d in done if d[3] == bool(args.broken)]
     print(f"{len(done) - len(bad)} of {len(done)} runs as expected ({'failing' if args.broken else 'passing'})")
 
 

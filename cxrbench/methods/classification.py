@@ -76,6 +76,11 @@ class ClassificationMethod(Method):
         """[B, K, H, W] per-class maps at the image's size, or None for a method without maps."""
         return None
 
+    def batch_logits(self, batch: dict) -> torch.Tensor:
+        """The logits of a batch in every step: ``forward`` of its images, unless a method also reads
+        other fields of the batch (RGT with oracle boxes)."""
+        return self(batch["image"])
+
     # ---------------------------------------------------------------- loss and probabilities
     @property
     def wants_test_splits(self) -> tuple[str, ...]:
@@ -112,13 +117,13 @@ class ClassificationMethod(Method):
 
     # ---------------------------------------------------------------- steps
     def training_step(self, batch, batch_idx):
-        loss = self.loss(self(batch["image"]), batch["label"])
+        loss = self.loss(self.batch_logits(batch), batch["label"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
         return loss
 
     def validation_logits(self, batch, batch_idx: int) -> torch.Tensor:
         """The logits a validation batch is scored by (a strict probe reuses its frozen features)."""
-        return self(batch["image"])
+        return self.batch_logits(batch)
 
     def validation_step(self, batch, batch_idx):
         logits = self.validation_logits(batch, batch_idx)
@@ -145,7 +150,7 @@ class ClassificationMethod(Method):
         if split == "loc":
             self._localize(batch)
             return
-        logits = self(batch["image"])
+        logits = self.batch_logits(batch)
         self._store(split, ("preds", "target")).update(batch["index"], preds=self.probabilities(logits),
                                                        target=self._targets(batch["label"]))
 
@@ -180,7 +185,8 @@ class ClassificationMethod(Method):
         k = min(n - have, len(maps))
         if k <= 0:
             return
-        new = {"image": batch["image"][:k], "map": maps[:k], "prob": self.probabilities(self(batch["image"][:k])),
+        head = {key: v[:k] for key, v in batch.items() if isinstance(v, (torch.Tensor, list))}
+        new = {"image": batch["image"][:k], "map": maps[:k], "prob": self.probabilities(self.batch_logits(head)),
                "index": torch.as_tensor(batch["index"][:k]),
                "label": batch["label"][:k] if "label" in batch else torch.full((k, self.num_classes), float("nan"))}
         for key, v in new.items():

@@ -79,12 +79,30 @@ class _ToNHWC(nn.Module):
 
 
 class RadiomicsEncoder(nn.Module):
-    """Each radiomic feature becomes a token through one shared Linear(1, d); no positional encoding
-    (RGT §III-A); a class token in front; a 2-layer Transformer."""
+    """The 107 radiomic features as tokens, a class token in front, no positional encoding (RGT §III-A:
+    "there does not exist any positional relationship between individual radiomic features"), a
+    2-layer Transformer.
 
-    def __init__(self, dim=192, depth=2, heads=3, n_features=107):
+    How a feature becomes a token the paper does not say. ``tokens='per_feature'`` (the default):
+    feature i's token is x_i·w_i + b_i with its own w_i, b_i ∈ R^d (FT-Transformer's numerical
+    tokenizer, Gorishniy et al. 2021), so a token says which feature it is without any order among
+    them. ``tokens='shared'``: one Linear(1, d) for every feature, as cxrbench had it: every token is
+    then a function of its value alone and, with no positional encoding, the Transformer sees the
+    multiset of the 107 standardised values, not which feature took which (measured in
+    ``results/rgt_oracle_boxes.md``: with the true boxes it learns nothing)."""
+
+    TOKENS = ("per_feature", "shared")
+
+    def __init__(self, dim=192, depth=2, heads=3, n_features=107, tokens: str = "per_feature"):
         super().__init__()
-        self.embed = nn.Linear(1, dim)
+        if tokens not in self.TOKENS:
+            raise ValueError(f"radiomics tokens must be one of {self.TOKENS}, got {tokens!r}")
+        self.tokens = tokens
+        if tokens == "shared":
+            self.embed = nn.Linear(1, dim)
+        else:  # nn.Linear(1, d)'s initialisation (fan-in 1: U(-1, 1)), one per feature
+            self.weight = nn.Parameter(torch.empty(n_features, dim).uniform_(-1, 1))
+            self.bias = nn.Parameter(torch.empty(n_features, dim).uniform_(-1, 1))
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.Sequential(*[Block(dim, heads, 4.0, qkv_bias=True) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
@@ -93,7 +111,8 @@ class RadiomicsEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """[N, 107] standardised features -> tokens [N, 1 + 107, d] (class token first)."""
-        tok = self.embed(features[..., None])
+        x = features[..., None]
+        tok = self.embed(x) if self.tokens == "shared" else x * self.weight + self.bias
         return self.norm(self.blocks(torch.cat([self.cls.expand(len(tok), -1, -1), tok], 1)))
 
 
