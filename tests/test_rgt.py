@@ -227,7 +227,7 @@ def test_rgt_radiomics_branch_learns_from_oracle_boxes_not_from_the_wrong_images
     when its boxes are right? The radiomics branch alone (``branch='radiomics'``, no image branch) on the
     1,500-image NIH twin (nih8, RGT protocol), with the twin's oracle boxes (twin_boxes.csv: where each
     finding is drawn, or would have been); 64 px, dim 32, one radiomics layer, 6 epochs at lr 3e-3
-    (~30 CPU seconds). The mechanism off (``CXRBENCH_LEARNS_BROKEN=mechanism_off``) trains on the next
+    (~30 CPU seconds). The mechanism off (``CXRBENCH_LEARNS_BROKEN=mechanism_off``) trains on the previous
     image's oracle boxes (``box_source='shuffled'``): the right sizes and places on the wrong image.
 
     Measured (seeds 0/1/2): test mean AUC 0.748 / 0.698 / 0.724 on the default kernels, AVX2 in
@@ -247,7 +247,7 @@ def test_rgt_radiomics_branch_learns_from_oracle_boxes_not_from_the_wrong_images
     got = train_and_test(dm, "radiomics", source, 6, learns.seed, lr=3e-3, callbacks=learns.callbacks(),
                          dim=32, rad_depth=1, keep_model=True)
     model, trainer = got.pop("model"), got.pop("trainer")
-    model.hparams.box_source = "shuffled"  # the trained model, its boxes taken from the next image
+    model.hparams.box_source = "shuffled"  # the trained model, its boxes taken from the previous image
     trainer.test(model, dm, verbose=False)
     shuffled_at_test = model.test_metrics["auc/mean"]
     learns.record(auc=got["auc"], shuffled_at_test_auc=shuffled_at_test)

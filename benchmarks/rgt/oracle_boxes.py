@@ -7,7 +7,7 @@ twin_boxes.csv holds, for every image and finding, the box it was drawn in or th
 been drawn in (same distribution), and ``RGT(box_source=...)`` reads them from the batch:
 
 - ``oracle``: the true box; ``oracle_center``: the class's mean box at the true centre (BYOA at best);
-- ``shuffled``: the next image's oracle boxes (the mechanism off: right sizes and places, wrong image);
+- ``shuffled``: the previous image's oracle boxes (in batch order) (the mechanism off: right sizes and places, wrong image);
 - ``random``: the class's mean box at a uniform random place; ``byoa``: the paper's boxes.
 
 ``--branch radiomics`` trains the radiomics branch alone (no image branch), ``fused`` the whole model

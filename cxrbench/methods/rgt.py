@@ -56,7 +56,7 @@ Deviations, with reasons:
 Oracle boxes (issue 32; an instrument, not the paper's method): ``box_source`` replaces BYOA's boxes by
 the batch's ``oracle_boxes`` (NIH's ``oracle_boxes`` option; the NIH twin's twin_boxes.csv holds, per
 image and finding, the box it was drawn in or would have been), by the class's mean box at the oracle
-centre (BYOA at its best), by the next image's oracle boxes (``shuffled``: the mechanism off), or by
+centre (BYOA at its best), by the previous image's oracle boxes (``shuffled``: the mechanism off), or by
 mean boxes at random places; ``branch='radiomics'`` trains the radiomics branch alone. With the true
 boxes the pathway carries the signal (``results/rgt_oracle_boxes.md``; ``tests/test_rgt.py``'s learns
 test); with BYOA's boxes on a from-scratch ViT it gets the boxes' geometry wrong (``val/box_oracle_iou``).
@@ -135,7 +135,7 @@ class RGT(ViTBaseline):
     ``box_source`` and ``branch`` isolate the radiomics pathway (not the paper's method; the module
     docstring's "Oracle boxes"): ``byoa`` (the paper), ``oracle`` (the batch's ``oracle_boxes``: where
     each finding is, or would be, drawn), ``oracle_center`` (the class's mean box at the oracle box's
-    centre: BYOA's boxes at their best), ``shuffled`` (the oracle boxes of the next image of the batch:
+    centre: BYOA's boxes at their best), ``shuffled`` (the oracle boxes of the previous image of the batch:
     right sizes and places, wrong image), ``random`` (the class's mean box at a uniform random place);
     ``branch='radiomics'`` scores the radiomics branch alone (no image branch, no cross-attention, no
     NT-Xent), which needs boxes from a source other than BYOA.
@@ -226,7 +226,7 @@ class RGT(ViTBaseline):
             raise ValueError(f"RGT box_source {source!r} reads the batch's oracle_boxes, which this batch lacks "
                              "(NIH option oracle_boxes)")
         oracle, known = batch["oracle_boxes"].float(), batch["oracle_known"].bool()
-        if source == "shuffled":  # the next image's: a derangement for every batch of two or more
+        if source == "shuffled":  # the previous image's (roll by one): a derangement for every batch of two or more
             oracle, known = oracle.roll(1, 0), known.roll(1, 0)
         centers = torch.where(known[..., None], (oracle[..., :2] + oracle[..., 2:]) / 2, prior_centers)
         if source == "oracle_center":
